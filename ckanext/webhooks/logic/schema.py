@@ -1,0 +1,90 @@
+"""navl schemas of the webhook actions."""
+
+from __future__ import annotations
+
+from ckan.logic.schema import validator_args
+from ckan.types import Schema, Validator
+
+__all__ = [
+    "webhook_create_schema",
+    "webhook_id_schema",
+    "webhook_list_schema",
+    "webhook_update_schema",
+]
+
+
+@validator_args
+def webhook_create_schema(
+    not_empty: Validator,
+    ignore_missing: Validator,
+    webhook_string: Validator,
+    webhook_topic: Validator,
+    webhook_address: Validator,
+    webhook_dataset: Validator,
+    webhook_organization: Validator,
+) -> Schema:
+    return {
+        "topic": [not_empty, webhook_string, not_empty, webhook_topic],
+        "address": [not_empty, webhook_string, not_empty, webhook_address],
+        "dataset": [ignore_missing, webhook_string, ignore_missing, webhook_dataset],
+        "organization": [
+            ignore_missing,
+            webhook_string,
+            ignore_missing,
+            webhook_organization,
+        ],
+    }
+
+
+@validator_args
+def webhook_update_schema(
+    not_empty: Validator,
+    ignore_missing: Validator,
+    webhook_boolean: Validator,
+    webhook_empty_to_none: Validator,
+    webhook_string: Validator,
+    webhook_topic: Validator,
+    webhook_address: Validator,
+    webhook_dataset: Validator,
+    webhook_organization: Validator,
+) -> Schema:
+    schema = webhook_create_schema()
+    schema["id"] = [not_empty, webhook_string]
+    schema["topic"] = [ignore_missing, webhook_string, not_empty, webhook_topic]
+    schema["address"] = [ignore_missing, webhook_string, not_empty, webhook_address]
+    # An empty string clears a filter.
+    schema["dataset"] = [
+        ignore_missing,
+        webhook_string,
+        webhook_empty_to_none,
+        webhook_dataset,
+    ]
+    schema["organization"] = [
+        ignore_missing,
+        webhook_string,
+        webhook_empty_to_none,
+        webhook_organization,
+    ]
+    schema["active"] = [ignore_missing, webhook_boolean]
+    return schema
+
+
+@validator_args
+def webhook_id_schema(not_empty: Validator, webhook_string: Validator) -> Schema:
+    return {"id": [not_empty, webhook_string]}
+
+
+@validator_args
+def webhook_list_schema(
+    ignore_missing: Validator,
+    natural_number_validator: Validator,
+    limit_to_configured_maximum: Validator,
+) -> Schema:
+    return {
+        "limit": [
+            ignore_missing,
+            natural_number_validator,
+            limit_to_configured_maximum("ckan.search.rows_max", 1000),
+        ],
+        "offset": [ignore_missing, natural_number_validator],
+    }

@@ -1,0 +1,136 @@
+"""Validators that turn bad webhook input into messages a person can act on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ckan.model as model
+import ckan.plugins.toolkit as tk
+from ckan.lib.navl.dictization_functions import StopOnError
+
+from ckanext.webhooks import config as cfg
+from ckanext.webhooks import topics
+from ckanext.webhooks.http import AddressRejected, Policy, check_url
+
+__all__ = [
+    "webhook_address",
+    "webhook_boolean",
+    "webhook_dataset",
+    "webhook_empty_to_none",
+    "webhook_organization",
+    "webhook_positive_number",
+    "webhook_string",
+    "webhook_topic",
+]
+
+MAX_ADDRESS_LENGTH = 2000
+MAX_STRING_LENGTH = 200
+
+
+def webhook_string(value: Any) -> Any:
+    """Accept text only: no numbers, lists or objects where a name is expected."""
+    if value is tk.missing or value is None:
+        return value
+    if not isinstance(value, str):
+        raise tk.Invalid(tk._("Must be a string"))
+    if "\x00" in value:
+        raise tk.Invalid(tk._("Must not contain NUL characters"))
+    value = value.strip()
+    if len(value) > MAX_ADDRESS_LENGTH:
+        raise tk.Invalid(
+            tk._("Must be at most {max} characters long").format(max=MAX_ADDRESS_LENGTH)
+        )
+    return value
+
+
+def webhook_topic(value: str) -> str:
+    allowed = topics.subscribable_topics()
+    if value not in allowed:
+        raise tk.Invalid(
+            tk._("Unknown topic '{topic}'. Allowed topics: {allowed}").format(
+                topic=value[:MAX_STRING_LENGTH], allowed=", ".join(allowed)
+            )
+        )
+    return value
+
+
+def webhook_address(value: str) -> str:
+    policy = Policy.from_entries(cfg.allow_private_addresses(), cfg.allowed_hosts())
+    try:
+        check_url(value, policy, unresolvable_ok=True)
+    except AddressRejected as reason:
+        raise tk.Invalid(
+            tk._(
+                "The address {reason}. Give an http:// or https:// URL of a "
+                "public receiver, e.g. https://example.com/callback"
+            ).format(reason=reason)
+        ) from None
+    return value
+
+
+def _too_long(value: str) -> None:
+    if len(value) > MAX_STRING_LENGTH:
+        raise tk.Invalid(
+            tk._("Must be at most {max} characters long").format(max=MAX_STRING_LENGTH)
+        )
+
+
+def webhook_dataset(value: str, context: dict[str, Any]) -> str:
+    """A dataset id or name the caller can read: stored as the id."""
+    _too_long(value)
+    pkg = model.Package.get(value)
+    if pkg is not None and pkg.state != "deleted":
+        try:
+            tk.check_access(
+                "package_show",
+                {"user": context.get("user"), "model": model},
+                {"id": pkg.id},
+            )
+            return pkg.id
+        except tk.NotAuthorized:
+            pass
+    raise tk.Invalid(
+        tk._(
+            "Dataset '{name}' not found: give the id or name of a dataset you can see"
+        ).format(name=value)
+    )
+
+
+def webhook_organization(value: str, context: dict[str, Any]) -> str:
+    """An organization id or name: stored as the id."""
+    _too_long(value)
+    group = model.Group.get(value)
+    if group is None or not group.is_organization or group.state != "active":
+        raise tk.Invalid(
+            tk._(
+                "Organization '{name}' not found: give the id or name of an "
+                "organization"
+            ).format(name=value)
+        )
+    return group.id
+
+
+def webhook_empty_to_none(key: Any, data: Any, errors: Any, context: Any) -> None:
+    """An empty value clears an optional filter (and skips its validators)."""
+    if data.get(key) in ("", None):
+        data[key] = None
+        raise StopOnError
+
+
+def webhook_boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise tk.Invalid(tk._("Must be true or false"))
+
+
+def webhook_positive_number(value: Any) -> float:
+    """For config options such as ckanext.webhooks.timeout."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise tk.Invalid(tk._("Must be a number")) from None
+    if not number > 0:
+        raise tk.Invalid(tk._("Must be greater than 0"))
+    return number

@@ -1,0 +1,147 @@
+"""Tables of ckanext-webhooks.
+
+``webhook`` holds subscriptions; ``webhook_event`` is the transactional outbox
+written in the same transaction as the dataset change; ``webhook_delivery`` is
+one row per (event, webhook) and doubles as the delivery queue (claimed with
+``FOR UPDATE SKIP LOCKED``); ``webhook_attempt`` is the delivery log.
+"""
+
+from __future__ import annotations
+
+import datetime
+import secrets
+
+import ckan.plugins.toolkit as tk
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    UnicodeText,
+    text,
+)
+
+__all__ = [
+    "Webhook",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEvent",
+    "make_event_id",
+    "make_secret",
+    "make_webhook_id",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+def make_webhook_id() -> str:
+    # 192 bits from the OS CSPRNG, URL-safe: impractical to guess.
+    return secrets.token_urlsafe(24)
+
+
+def make_event_id() -> str:
+    return "evt_" + secrets.token_urlsafe(18)
+
+
+def make_secret() -> str:
+    import base64
+
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+class Webhook(tk.BaseModel):
+    __tablename__ = "webhook"
+
+    id = Column(UnicodeText, primary_key=True, default=make_webhook_id)
+    topic = Column(UnicodeText, nullable=False)
+    address = Column(UnicodeText, nullable=False)
+    owner_id = Column(UnicodeText, nullable=True, index=True)
+    created = Column(DateTime, nullable=False, default=utcnow)
+    secret = Column(UnicodeText, nullable=False, default=make_secret)
+    previous_secret = Column(UnicodeText, nullable=True)
+    previous_secret_expires = Column(DateTime, nullable=True)
+    package_id = Column(UnicodeText, nullable=True)
+    organization_id = Column(UnicodeText, nullable=True)
+    active = Column(Boolean, nullable=False, default=True)
+    disabled_reason = Column(UnicodeText, nullable=True)
+    disabled_at = Column(DateTime, nullable=True)
+    failure_count = Column(Integer, nullable=False, default=0)
+    last_delivery_at = Column(DateTime, nullable=True)
+    last_delivery_status = Column(UnicodeText, nullable=True)
+
+    __table_args__ = (
+        Index(
+            "ix_webhook_match",
+            "topic",
+            "package_id",
+            "organization_id",
+            postgresql_where=text("active"),
+        ),
+        Index("ix_webhook_address", "address"),
+    )
+
+
+class WebhookEvent(tk.BaseModel):
+    __tablename__ = "webhook_event"
+
+    id = Column(UnicodeText, primary_key=True, default=make_event_id)
+    sequence = Column(BigInteger, Identity(), nullable=False, unique=True)
+    topic = Column(UnicodeText, nullable=False)
+    entity_type = Column(UnicodeText, nullable=False)
+    entity_id = Column(UnicodeText, nullable=False)
+    package_id = Column(UnicodeText, nullable=True)
+    organization_id = Column(UnicodeText, nullable=True)
+    private = Column(Boolean, nullable=False, default=False)
+    snapshot = Column(UnicodeText, nullable=False, default="{}")
+    created = Column(DateTime, nullable=False, default=utcnow)
+    expanded = Column(Boolean, nullable=False, default=False)
+
+
+class WebhookDelivery(tk.BaseModel):
+    __tablename__ = "webhook_delivery"
+
+    id = Column(BigInteger, Identity(), primary_key=True)
+    event_id = Column(
+        UnicodeText,
+        ForeignKey("webhook_event.id", ondelete="CASCADE"),
+        nullable=False,
+    )
+    webhook_id = Column(
+        UnicodeText, ForeignKey("webhook.id", ondelete="CASCADE"), nullable=False
+    )
+    status = Column(UnicodeText, nullable=False, default="pending")
+    attempts = Column(Integer, nullable=False, default=0)
+    next_attempt_at = Column(DateTime, nullable=True)
+    lease_until = Column(DateTime, nullable=True)
+    created = Column(DateTime, nullable=False, default=utcnow)
+    updated = Column(DateTime, nullable=False, default=utcnow)
+    last_status_code = Column(Integer, nullable=True)
+    last_error = Column(UnicodeText, nullable=True)
+
+
+class WebhookAttempt(tk.BaseModel):
+    __tablename__ = "webhook_attempt"
+
+    id = Column(BigInteger, Identity(), primary_key=True)
+    delivery_id = Column(
+        BigInteger,
+        ForeignKey("webhook_delivery.id", ondelete="CASCADE"),
+        nullable=False,
+    )
+    webhook_id = Column(UnicodeText, nullable=False)
+    event_id = Column(UnicodeText, nullable=False)
+    topic = Column(UnicodeText, nullable=False)
+    attempt = Column(Integer, nullable=False)
+    created = Column(DateTime, nullable=False, default=utcnow)
+    status_code = Column(Integer, nullable=True)
+    error = Column(UnicodeText, nullable=True)
+    latency_ms = Column(Integer, nullable=True)
+    response = Column(UnicodeText, nullable=True)
+    outcome = Column(UnicodeText, nullable=False)

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from typing import Any
+
+import ckan.plugins as p
+import ckan.plugins.toolkit as tk
+
+from ckanext.webhooks import events
+
+# The transaction hooks (prior states, wake-up after commit) must exist before
+# the first change; they only act on what ``notify`` recorded.
+events.register_session_listeners()
+
+
+@tk.blanket.actions
+@tk.blanket.auth_functions
+@tk.blanket.validators
+@tk.blanket.config_declarations
+class WebhooksPlugin(p.SingletonPlugin):
+    p.implements(p.IDomainObjectModification, inherit=True)
+
+    # IDomainObjectModification
+    def notify(self, entity: Any, operation: str) -> None:
+        events.record_change(entity, operation)

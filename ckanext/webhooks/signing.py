@@ -1,0 +1,29 @@
+"""Standard Webhooks signatures (https://www.standardwebhooks.com/)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+__all__ = ["SECRET_PREFIX", "sign", "signature_header"]
+
+SECRET_PREFIX = "whsec_"
+
+
+def _key(secret: str) -> bytes:
+    return base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+
+
+def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """One ``v1,<base64>`` value: HMAC-SHA256 over ``id.timestamp.body``."""
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    digest = hmac.new(_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def signature_header(
+    secrets: list[str], message_id: str, timestamp: int, body: bytes
+) -> str:
+    """Space-separated signatures, one per secret (several during rotation)."""
+    return " ".join(sign(s, message_id, timestamp, body) for s in secrets)
