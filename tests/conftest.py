@@ -13,11 +13,12 @@ def _no_solr(monkeypatch):
     monkeypatch.setattr(index.PackageSearchIndex, "insert_dict", lambda *a, **k: None)
     monkeypatch.setattr(index.PackageSearchIndex, "update_dict", lambda *a, **k: None)
     monkeypatch.setattr(index.PackageSearchIndex, "remove_dict", lambda *a, **k: None)
-    monkeypatch.setattr(
-        query.PackageSearchQuery,
-        "run",
-        lambda self, *a, **k: {"results": [], "count": 0, "facets": {}},
-    )
+    monkeypatch.setattr(query.PackageSearchQuery, "run", _no_hits)
+
+
+def _no_hits(self, *args, **kwargs):
+    self.count, self.results, self.facets, self.raw_response = 0, [], {}, {}
+    return {"results": [], "count": 0, "facets": {}}
 
 
 @pytest.fixture

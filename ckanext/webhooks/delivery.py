@@ -328,7 +328,8 @@ class Deliverer:
         self.concurrency = cfg.concurrency()
         self.schedule = cfg.retry_schedule()
         self.max_failures = cfg.max_failures()
-        lease_seconds = 3 * cfg.timeout() + 30
+        # Claimed rows wait for at most two rounds of sends before their own.
+        lease_seconds = 3 * cfg.timeout() + 5
         self.lease = datetime.timedelta(seconds=lease_seconds)
         self.stats = {"sent": 0, "succeeded": 0, "failed": 0, "skipped": 0}
 
@@ -431,7 +432,10 @@ class Deliverer:
                     "status_code": outcome.status,
                     "error": outcome.error,
                     "latency_ms": outcome.latency_ms,
-                    "response": outcome.body.decode("utf-8", "replace"),
+                    # PostgreSQL text cannot hold NUL characters.
+                    "response": outcome.body.decode("utf-8", "replace").replace(
+                        "\x00", "\ufffd"
+                    ),
                     "outcome": label,
                 }
             )

@@ -61,6 +61,8 @@ def address_problem(ip: IPAddress) -> str | None:
             return f"{problem} (embedded in IPv6)" if problem else None
         if ip.teredo:
             return "a Teredo tunnel address"
+        if ip.is_site_local:  # fec0::/10: deprecated, still routed inside some sites
+            return "a site-local address"
     checks = (
         (ip.is_unspecified, "unspecified"),
         (ip.is_loopback, "loopback"),
@@ -299,7 +301,10 @@ class Transport:
             )
             try:
                 outcome.status = response.status
-                outcome.body = response.read(self.max_response_bytes + 1)
+                # Raw bytes: an unasked-for gzip body is never inflated.
+                outcome.body = response.read(
+                    self.max_response_bytes + 1, decode_content=False
+                )
                 if len(outcome.body) > self.max_response_bytes:
                     # Unread data left: do not put this connection back.
                     outcome.body = outcome.body[: self.max_response_bytes]

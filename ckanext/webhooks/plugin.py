@@ -16,8 +16,16 @@ events.register_session_listeners()
 @tk.blanket.auth_functions
 @tk.blanket.validators
 @tk.blanket.config_declarations
+@tk.blanket.cli
+@tk.blanket.blueprints
+@tk.blanket.helpers
 class WebhooksPlugin(p.SingletonPlugin):
     p.implements(p.IDomainObjectModification, inherit=True)
+    p.implements(p.IConfigurer)
+
+    # IConfigurer
+    def update_config(self, config: Any) -> None:
+        tk.add_template_directory(config, "templates")
 
     # IDomainObjectModification
     def notify(self, entity: Any, operation: str) -> None:

@@ -1,0 +1,165 @@
+"""``ckan webhooks ...``: the operator's command line."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from typing import Any
+
+import click
+
+import ckan.model as model
+import ckan.plugins.toolkit as tk
+
+__all__ = ["webhooks"]
+
+
+def _context(user: str | None = None) -> dict[str, Any]:
+    site_user = tk.get_action("get_site_user")({"ignore_auth": True}, {})
+    return {"user": user or site_user["name"], "ignore_auth": True, "model": model}
+
+
+def _call(action: str, data: dict[str, Any], user: str | None = None) -> Any:
+    try:
+        return tk.get_action(action)(_context(user), data)
+    except tk.ValidationError as error:
+        tk.error_shout(f"Invalid: {json.dumps(error.error_dict, ensure_ascii=False)}")
+    except tk.ObjectNotFound as error:
+        tk.error_shout(f"Not found: {error.message or data.get('id')}")
+    except tk.NotAuthorized as error:
+        tk.error_shout(f"Not authorized: {error.message}")
+    raise click.exceptions.Exit(1)
+
+
+def _echo(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+@click.group()
+def webhooks() -> None:
+    """Manage webhooks and hand their events to the job queue."""
+
+
+@webhooks.command("list")
+@click.option("--limit", default=100, show_default=True)
+@click.option("--offset", default=0)
+def list_(limit: int, offset: int) -> None:
+    """List every webhook (id, topic, active, address host)."""
+    for hook in _call("webhook_list", {"limit": limit, "offset": offset}):
+        state = "active" if hook["active"] else "disabled"
+        click.echo(f"{hook['id']}  {hook['topic']:<16} {state:<8} {hook['address']}")
+
+
+@webhooks.command()
+@click.argument("webhook_id")
+def show(webhook_id: str) -> None:
+    """Show one webhook as JSON."""
+    _echo(_call("webhook_show", {"id": webhook_id}))
+
+
+@webhooks.command()
+@click.argument("topic")
+@click.argument("address")
+@click.option("--dataset", help="only events of this dataset (id or name)")
+@click.option("--organization", help="only events of this organization")
+@click.option("--user", help="owner of the new webhook (default: anonymous)")
+def create(
+    topic: str,
+    address: str,
+    dataset: str | None,
+    organization: str | None,
+    user: str | None,
+) -> None:
+    """Create a webhook and print its id."""
+    data = {"topic": topic, "address": address}
+    if dataset:
+        data["dataset"] = dataset
+    if organization:
+        data["organization"] = organization
+    context = {"user": user or "", "ignore_auth": True, "model": model}
+    try:
+        click.echo(tk.get_action("webhook_create")(context, data))
+    except tk.ValidationError as error:
+        tk.error_shout(f"Invalid: {json.dumps(error.error_dict, ensure_ascii=False)}")
+        raise click.exceptions.Exit(1) from None
+
+
+@webhooks.command()
+@click.argument("webhook_id")
+def delete(webhook_id: str) -> None:
+    """Delete a webhook."""
+    _call("webhook_delete", {"id": webhook_id})
+    click.echo(f"Deleted {webhook_id}")
+
+
+@webhooks.command()
+@click.argument("webhook_id")
+def test(webhook_id: str) -> None:
+    """Send a webhook/ping now and print the outcome (exit 1 if it failed)."""
+    result = _call("webhook_test", {"id": webhook_id})
+    _echo(result)
+    if not result["success"]:
+        raise click.exceptions.Exit(1)
+
+
+@webhooks.command()
+@click.argument("webhook_id")
+@click.option("--limit", default=20, show_default=True)
+def deliveries(webhook_id: str, limit: int) -> None:
+    """The delivery log of a webhook, newest first."""
+    for item in _call("webhook_delivery_list", {"id": webhook_id, "limit": limit}):
+        status = item["status_code"] or item["error"]
+        click.echo(
+            f"{item['id']:>8}  {item['created']}  {item['topic']:<16} "
+            f"try {item['attempt']}  {status}  {item['latency_ms']} ms  "
+            f"{item['outcome']}"
+        )
+
+
+@webhooks.command()
+@click.argument("delivery_or_event_id")
+def redeliver(delivery_or_event_id: str) -> None:
+    """Send an event again (a delivery log id or an evt_ id)."""
+    _echo(_call("webhook_redeliver", {"id": delivery_or_event_id}))
+
+
+@webhooks.command()
+def prune() -> None:
+    """Delete old events and log entries, and long-disabled webhooks."""
+    from ckanext.webhooks.retention import prune as prune_all
+
+    counts = prune_all()
+    click.echo(
+        f"Pruned {counts['events']} events, {counts['attempts']} log entries, "
+        f"{counts['webhooks']} disabled webhooks"
+    )
+
+
+@webhooks.command()
+@click.option("--loop", is_flag=True, help="keep going (run it as a service)")
+@click.option("--interval", default=5.0, show_default=True, help="seconds per poll")
+@click.option("--for", "duration", type=float, help="with --loop: stop after this")
+def dispatch(loop: bool, interval: float, duration: float | None) -> None:
+    """Wake a worker for due retries and for events a Redis outage held back.
+
+    The stock `ckan jobs worker` runs no scheduler: run this every minute
+    from cron, or once with --loop as a service, beside the workers.
+    """
+    from ckanext.webhooks.delivery import dispatch as dispatch_once
+
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *args: stop.append(True))
+    deadline = time.monotonic() + duration if duration else None
+    while True:
+        result = dispatch_once()
+        if not loop or result["woken"]:
+            click.echo(
+                f"{result['events']} events and {result['deliveries']} deliveries "
+                f"waiting; worker {'woken' if result['woken'] else 'not woken'}"
+            )
+        if not loop or stop or (deadline and time.monotonic() >= deadline):
+            break
+        time.sleep(interval)
+    sys.stdout.flush()

@@ -1,0 +1,45 @@
+"""Template helpers for the web interface (``h.webhooks_*``)."""
+
+from __future__ import annotations
+
+import ckan.model as model
+
+__all__ = [
+    "webhooks_dataset_label",
+    "webhooks_organization_label",
+    "webhooks_owner_label",
+    "webhooks_status_class",
+]
+
+
+def webhooks_dataset_label(package_id: str | None) -> str:
+    """A filter's dataset by name; the stored id if it is gone."""
+    if not package_id:
+        return ""
+    pkg = model.Package.get(package_id)
+    return pkg.name if pkg is not None else package_id
+
+
+def webhooks_organization_label(organization_id: str | None) -> str:
+    if not organization_id:
+        return ""
+    group = model.Group.get(organization_id)
+    return group.name if group is not None else organization_id
+
+
+def webhooks_owner_label(user_id: str | None) -> str:
+    """Who owns a webhook, for sysadmins looking at everyone's."""
+    if not user_id:
+        return "(anonymous)"
+    user = model.User.get(user_id)
+    return user.name if user is not None else user_id
+
+
+def webhooks_status_class(status: str | int | None) -> str:
+    """A Bootstrap colour for a delivery status: 2xx green, else red."""
+    if status is None or status == "":
+        return "secondary"
+    text = str(status)
+    if text.isdigit() and 200 <= int(text) < 300:
+        return "success"
+    return "danger"

@@ -1,0 +1,209 @@
+"""The web interface: list, create, inspect and manage webhooks.
+
+Every view calls the ``webhook_*`` actions, so the web pages obey exactly the
+same authorization and validation as the API.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import ckan.plugins.toolkit as tk
+from ckan.types import Context
+from flask import Blueprint, current_app
+
+__all__ = ["webhooks"]
+
+webhooks = Blueprint("webhooks", __name__, url_prefix="/webhooks")
+
+PAGE_SIZE = 50
+DELIVERY_LOG_SIZE = 50
+FORM_FIELDS = ("topic", "address", "dataset", "organization")
+
+
+def _context() -> Context:
+    return cast(
+        Context, {"user": tk.current_user.name, "auth_user_obj": tk.current_user}
+    )
+
+
+def _call(action: str, data_dict: dict[str, Any]) -> Any:
+    """Run an action for the current user; a missing or forbidden webhook aborts."""
+    try:
+        return tk.get_action(action)(_context(), data_dict)
+    except tk.ObjectNotFound:
+        return tk.abort(404, tk._("Webhook not found"))
+    except tk.NotAuthorized as error:
+        return tk.abort(403, str(error) or tk._("Not authorized to see this page"))
+
+
+@webhooks.before_request
+def _require_csrf_token() -> None:
+    """Check the CSRF token of every form POST.
+
+    CKAN 2.10 and 2.11 exempt extension views from CSRF checks unless
+    ``ckan.csrf_protection.ignore_extensions`` is off; these forms change and
+    delete webhooks, so they are checked whatever that option says. Requests
+    authenticated by an API token header are exempt, as in CKAN core.
+    """
+    if tk.request.method != "POST" or not current_app.config.get("WTF_CSRF_ENABLED"):
+        return
+    if tk.g.get("csrf_valid") or tk.g.get("_csrf_exempt_view"):
+        return
+    current_app.extensions["csrf"].protect()
+
+
+@webhooks.route("", strict_slashes=False)
+def index() -> Any:
+    if not tk.current_user.is_authenticated:
+        return tk.redirect_to("user.login", came_from=tk.url_for("webhooks.index"))
+    page = tk.h.get_page_number(tk.request.args)
+    found = _call(
+        "webhook_list", {"limit": PAGE_SIZE + 1, "offset": (page - 1) * PAGE_SIZE}
+    )
+    return tk.render(
+        "webhooks/index.html",
+        {
+            "webhooks": found[:PAGE_SIZE],
+            "page": page,
+            "has_next": len(found) > PAGE_SIZE,
+            "can_create": tk.h.check_access("webhook_create"),
+        },
+    )
+
+
+def _topic_options() -> list[dict[str, str]]:
+    labels = {
+        "*": tk._("* (every dataset and resource event)"),
+        "dataset/*": tk._("dataset/* (created, updated or deleted)"),
+        "resource/*": tk._("resource/* (created, updated or deleted)"),
+    }
+    return [
+        {"value": topic, "text": labels.get(topic, topic)}
+        for topic in _call("webhook_topic_list", {})
+    ]
+
+
+@webhooks.route("/new", methods=["GET", "POST"])
+def new() -> Any:
+    if not tk.h.check_access("webhook_create"):
+        tk.abort(403, tk._("You are not allowed to create webhooks on this site"))
+    data: dict[str, Any] = {"topic": "dataset/update"}
+    errors: dict[str, list[str]] = {}
+    error_summary: dict[str, str] = {}
+    if tk.request.method == "GET":
+        data["dataset"] = tk.request.args.get("dataset", "")
+        data["organization"] = tk.request.args.get("organization", "")
+    else:
+        data = {field: tk.request.form.get(field, "").strip() for field in FORM_FIELDS}
+        # Empty optional filters mean "no filter", not "a dataset named ''".
+        submitted = {key: value for key, value in data.items() if value}
+        try:
+            webhook_id = tk.get_action("webhook_create")(_context(), submitted)
+        except tk.ValidationError as error:
+            errors = cast("dict[str, list[str]]", error.error_dict)
+            error_summary = error.error_summary
+        except tk.NotAuthorized as error:
+            return tk.abort(403, str(error))
+        else:
+            if tk.current_user.is_authenticated:
+                tk.h.flash_success(tk._("Webhook created."))
+                return tk.redirect_to("webhooks.read", id=webhook_id)
+            # Anonymous webhooks belong to whoever holds the id: show it (and
+            # the secret) on this response and nowhere a stranger can look.
+            webhook = _call("webhook_show", {"id": webhook_id})
+            return tk.render("webhooks/created.html", {"webhook": webhook})
+    return tk.render(
+        "webhooks/new.html",
+        {
+            "data": data,
+            "errors": errors,
+            "error_summary": error_summary,
+            "topics": _topic_options(),
+        },
+    )
+
+
+@webhooks.route("/<id>")
+def read(id: str) -> Any:
+    webhook = _call("webhook_show", {"id": id})
+    deliveries = _call("webhook_delivery_list", {"id": id, "limit": DELIVERY_LOG_SIZE})
+    return tk.render(
+        "webhooks/read.html",
+        {"webhook": webhook, "deliveries": deliveries},
+    )
+
+
+@webhooks.route("/<id>/test", methods=["POST"])
+def test(id: str) -> Any:
+    result = _call("webhook_test", {"id": id})
+    if result["success"]:
+        tk.h.flash_success(
+            tk._("Test ping delivered: the receiver answered {status} in {ms} ms.").format(
+                status=result["status_code"], ms=result["latency_ms"]
+            )
+        )
+    else:
+        tk.h.flash_error(
+            tk._("Test ping failed: {reason}").format(
+                reason=result["error"]
+                or tk._("the receiver answered {status}").format(
+                    status=result["status_code"]
+                )
+            )
+        )
+    return tk.redirect_to("webhooks.read", id=id)
+
+
+@webhooks.route("/<id>/redeliver", methods=["POST"])
+def redeliver(id: str) -> Any:
+    attempt_id = tk.request.form.get("attempt", "")
+    _call("webhook_show", {"id": id})
+    if attempt_id not in {
+        entry["id"] for entry in _call("webhook_delivery_list", {"id": id})
+    }:
+        return tk.abort(404, tk._("No such entry in this webhook's delivery log"))
+    _call("webhook_redeliver", {"id": attempt_id})
+    tk.h.flash_success(
+        tk._(
+            "The event is queued for delivery again; the new attempt appears "
+            "in the log once a worker has sent it."
+        )
+    )
+    return tk.redirect_to("webhooks.read", id=id)
+
+
+@webhooks.route("/<id>/active", methods=["POST"])
+def set_active(id: str) -> Any:
+    active = tk.request.form.get("active") == "true"
+    _call("webhook_update", {"id": id, "active": active})
+    tk.h.flash_success(
+        tk._("Webhook enabled.") if active else tk._("Webhook disabled.")
+    )
+    return tk.redirect_to("webhooks.read", id=id)
+
+
+@webhooks.route("/<id>/rotate", methods=["POST"])
+def rotate_secret(id: str) -> Any:
+    _call("webhook_rotate_secret", {"id": id})
+    tk.h.flash_success(
+        tk._(
+            "New secret issued. For a while deliveries are signed with both "
+            "the old and the new secret, so your receiver can switch over."
+        )
+    )
+    return tk.redirect_to("webhooks.read", id=id)
+
+
+@webhooks.route("/<id>/delete", methods=["GET", "POST"])
+def delete(id: str) -> Any:
+    webhook = _call("webhook_show", {"id": id})
+    if tk.request.method == "GET":
+        return tk.render("webhooks/delete.html", {"webhook": webhook})
+    if "cancel" in tk.request.form:
+        return tk.redirect_to("webhooks.read", id=id)
+    _call("webhook_delete", {"id": id})
+    tk.h.flash_success(tk._("Webhook deleted."))
+    if tk.current_user.is_authenticated:
+        return tk.redirect_to("webhooks.index")
+    return tk.redirect_to("home.index")
