@@ -21,6 +21,16 @@ def _no_hits(self, *args, **kwargs):
     return {"results": [], "count": 0, "facets": {}}
 
 
+@pytest.fixture(autouse=True)
+def _fresh_wake_flag():
+    """A wake-up flag left by an earlier test would hold back this test's job."""
+    from ckan.lib.redis import connect_to_redis
+
+    from ckanext.webhooks.delivery import _wake_key
+
+    connect_to_redis().delete(_wake_key())
+
+
 @pytest.fixture
 def clean_db(reset_db, migrate_db_for):
     reset_db()

@@ -9,9 +9,8 @@ import sys
 import tempfile
 from typing import Any
 
-from sqlalchemy import text
-
 import ckan.model as model
+from sqlalchemy import text
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CKAN = str(pathlib.Path(sys.executable).with_name("ckan"))

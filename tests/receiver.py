@@ -36,11 +36,14 @@ class Reply:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    allow_reuse_address = True
     request_queue_size = 512
 
 
 class Receiver:
-    def __init__(self, default_status: int = 200, record_bodies: bool = True):
+    def __init__(
+        self, default_status: int = 200, record_bodies: bool = True, port: int = 0
+    ):
         self.default = Reply(default_status)
         self.script: list[Reply] = []
         self.received: list[Received] = []
@@ -69,7 +72,7 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(reply.body)
 
-        self.server = _Server(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", port), Handler)
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -100,6 +103,11 @@ class Receiver:
                     return False
                 self._cond.wait(left)
             return True
+
+    def unique_messages(self) -> set[tuple[str, str]]:
+        """(webhook-id, path) of every request: one per event and webhook."""
+        with self._lock:
+            return {(r.headers.get("webhook-id"), r.path) for r in self.received}
 
     def bodies(self) -> list[Any]:
         with self._lock:

@@ -209,13 +209,13 @@ def _retry_after(value: str | None) -> float | None:
 
 def _describe(error: Exception) -> str:
     """A short reason that names neither the address nor its query string."""
+    if isinstance(error, NewConnectionError):  # a subclass of ConnectTimeoutError
+        reason = str(error).rsplit("]", 1)[-1].strip() or "failed"
+        return f"connection failed: {reason}"
     if isinstance(error, ConnectTimeoutError):
         return "connect timeout"
     if isinstance(error, ReadTimeoutError):
         return "read timeout"
-    if isinstance(error, NewConnectionError):
-        reason = str(error).rsplit("]", 1)[-1].strip() or "failed"
-        return f"connection failed: {reason}"
     if isinstance(error, SSLError):
         return "TLS error"
     if isinstance(error, ProtocolError):

@@ -27,20 +27,27 @@ MAX_ADDRESS_LENGTH = 2000
 MAX_STRING_LENGTH = 200
 
 
-def webhook_string(value: Any) -> Any:
-    """Accept text only: no numbers, lists or objects where a name is expected."""
+def webhook_string(key: Any, data: Any, errors: Any, context: Any) -> None:
+    """Accept text only: no numbers, lists or objects where a name is expected.
+
+    Stops the chain on a bad value, so later validators only ever see text.
+    """
+    value = data.get(key)
     if value is tk.missing or value is None:
-        return value
+        return
+    problem = None
     if not isinstance(value, str):
-        raise tk.Invalid(tk._("Must be a string"))
-    if "\x00" in value:
-        raise tk.Invalid(tk._("Must not contain NUL characters"))
-    value = value.strip()
-    if len(value) > MAX_ADDRESS_LENGTH:
-        raise tk.Invalid(
-            tk._("Must be at most {max} characters long").format(max=MAX_ADDRESS_LENGTH)
+        problem = tk._("Must be a string")
+    elif "\x00" in value:
+        problem = tk._("Must not contain NUL characters")
+    elif len(value.strip()) > MAX_ADDRESS_LENGTH:
+        problem = tk._("Must be at most {max} characters long").format(
+            max=MAX_ADDRESS_LENGTH
         )
-    return value
+    if problem:
+        errors[key].append(problem)
+        raise StopOnError
+    data[key] = value.strip()
 
 
 def webhook_topic(value: str) -> str:

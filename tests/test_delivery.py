@@ -1,0 +1,130 @@
+"""Signed deliveries through the job queue, checked at a real receiver."""
+
+import pytest
+from ckan.tests import factories, helpers
+from standardwebhooks import Webhook as StandardWebhook
+
+import ckanext.webhooks
+from ckanext.webhooks import delivery
+
+
+def subscribe(receiver, topic="*", path="/hook", **filters):
+    hook_id = helpers.call_action(
+        "webhook_create", topic=topic, address=receiver.url + path, **filters
+    )
+    return helpers.call_action("webhook_show", id=hook_id)
+
+
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+class TestPayloadAndSignature:
+    def test_dataset_update(self, receiver, run_jobs):
+        dataset = factories.Dataset()
+        hook = subscribe(receiver, topic="dataset/update")
+        helpers.call_action("package_patch", id=dataset["id"], title="Renamed")
+        run_jobs()
+        assert receiver.wait_for(1)
+        got = receiver.received[0]
+        payload = StandardWebhook(hook["secret"]).verify(got.body, got.headers)
+        assert payload["topic"] == payload["type"] == "dataset/update"
+        assert payload["id"].startswith("evt_")
+        assert payload["webhook_id"] == hook["id"]
+        assert payload["ckan"] == "http://test.ckan.net"
+        assert payload["timestamp"].endswith("Z")
+        assert isinstance(payload["sequence"], int)
+        assert payload["entity_type"] == "dataset"
+        assert payload["entity"] == helpers.call_action(
+            "package_show", context={"user": "", "ignore_auth": False}, id=dataset["id"]
+        )
+        assert got.headers["Content-Type"] == "application/json"
+        assert got.headers["User-Agent"] == (
+            f"ckanext-webhooks/{ckanext.webhooks.__version__}"
+        )
+        assert got.headers["webhook-id"] == payload["id"]
+        assert got.headers["webhook-signature"].startswith("v1,")
+
+    def test_a_wrong_secret_does_not_verify(self, receiver, run_jobs):
+        from standardwebhooks.webhooks import WebhookVerificationError
+
+        subscribe(receiver, topic="dataset/create")
+        factories.Dataset()
+        run_jobs()
+        assert receiver.wait_for(1)
+        got = receiver.received[0]
+        other = helpers.call_action(
+            "webhook_show",
+            id=helpers.call_action(
+                "webhook_create", topic="dataset/create", address=receiver.url
+            ),
+        )
+        with pytest.raises(WebhookVerificationError):
+            StandardWebhook(other["secret"]).verify(got.body, got.headers)
+
+    def test_resource_event_carries_the_resource(self, receiver, run_jobs):
+        dataset = factories.Dataset()
+        subscribe(receiver, topic="resource/create")
+        resource = factories.Resource(package_id=dataset["id"], name="data.csv")
+        run_jobs()
+        assert receiver.wait_for(1)
+        payload = receiver.bodies()[0]
+        assert payload["entity_type"] == "resource"
+        assert payload["entity"]["id"] == resource["id"]
+        assert payload["entity"]["name"] == "data.csv"
+        assert payload["entity"]["package_id"] == dataset["id"]
+
+    def test_delete_carries_id_and_name(self, receiver, run_jobs):
+        dataset = factories.Dataset()
+        subscribe(receiver, topic="dataset/delete")
+        helpers.call_action("package_delete", id=dataset["id"])
+        run_jobs()
+        assert receiver.wait_for(1)
+        entity = receiver.bodies()[0]["entity"]
+        assert entity["id"] == dataset["id"]
+        assert entity["name"] == dataset["name"]
+        assert entity["state"] == "deleted"
+
+    def test_events_carry_increasing_sequence(self, receiver, run_jobs):
+        dataset = factories.Dataset()
+        subscribe(receiver, topic="dataset/update")
+        for n in range(3):
+            helpers.call_action("package_patch", id=dataset["id"], title=f"v{n}")
+        run_jobs()
+        assert receiver.wait_for(3)
+        payloads = sorted(receiver.bodies(), key=lambda p: p["sequence"])
+        assert [p["entity"]["title"] for p in payloads][-1] == "v2"
+        assert len({p["sequence"] for p in payloads}) == 3
+
+
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+class TestOneJobManyReceivers:
+    @pytest.mark.ckan_config("ckanext.webhooks.concurrency", "20")
+    def test_one_job_delivers_to_every_webhook_concurrently(self, receiver):
+        from tests.receiver import Reply
+
+        hooks = [subscribe(receiver, path=f"/h{n}") for n in range(40)]
+        receiver.default = Reply(200, delay=0.2)
+        factories.Dataset()
+        stats = delivery.deliver_pending()  # exactly what one RQ job runs
+        assert stats["succeeded"] == len(hooks)
+        assert {r.path for r in receiver.received} == {f"/h{n}" for n in range(40)}
+
+    def test_non_2xx_is_a_recorded_failure(self, receiver, run_jobs):
+        from tests.receiver import Reply
+
+        hook = subscribe(receiver)
+        receiver.script.append(Reply(500, body=b"database on fire"))
+        factories.Dataset()
+        run_jobs()
+        log = helpers.call_action("webhook_delivery_list", id=hook["id"])
+        assert log[0]["status_code"] == 500
+        assert log[0]["outcome"] == "retry scheduled"
+        assert log[0]["response"] == "database on fire"
+        assert log[0]["latency_ms"] >= 0
+
+    def test_unreachable_receiver_is_a_recorded_failure(self, receiver, run_jobs):
+        hook = subscribe(receiver)
+        receiver.stop()
+        factories.Dataset()
+        run_jobs()
+        log = helpers.call_action("webhook_delivery_list", id=hook["id"])
+        assert log[0]["status_code"] is None
+        assert "connection" in log[0]["error"]
