@@ -139,9 +139,9 @@ def test(id: str) -> Any:
     result = _call("webhook_test", {"id": id})
     if result["success"]:
         tk.h.flash_success(
-            tk._("Test ping delivered: the receiver answered {status} in {ms} ms.").format(
-                status=result["status_code"], ms=result["latency_ms"]
-            )
+            tk._(
+                "Test ping delivered: the receiver answered {status} in {ms} ms."
+            ).format(status=result["status_code"], ms=result["latency_ms"])
         )
     else:
         tk.h.flash_error(
