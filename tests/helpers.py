@@ -39,8 +39,10 @@ class Site:
         self.ini = os.path.join(self.dir, "site.ini")
         lines = ["[app:main]", f"use = config:{ROOT / 'test.ini'}"]
         lines += [f"{key} = {value}" for key, value in options.items()]
+        # `use` does not carry the logging sections over: copy them.
+        base = (ROOT / "test.ini").read_text()
+        lines.append(base[base.index("[loggers]") :])
         pathlib.Path(self.ini).write_text("\n".join(lines) + "\n")
-        # Logging sections are inherited from test.ini through `use`.
         self.env = dict(os.environ)
 
     def ckan(self, *args: str, timeout: float = 120, check: bool = True):
@@ -63,7 +65,7 @@ class Site:
         )
 
     def work(self, timeout: float = 120) -> subprocess.CompletedProcess:
-        """`ckan jobs worker --burst`: the stock worker, run until the queue is empty."""
+        """`ckan jobs worker --burst`: the stock worker, until the queue is empty."""
         return self.ckan("jobs", "worker", "--burst", timeout=timeout)
 
     def dispatch(self) -> subprocess.CompletedProcess:
