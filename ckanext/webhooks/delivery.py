@@ -475,12 +475,17 @@ class Deliverer:
                 str(outcome.status) if outcome.status is not None else outcome.error
             )
         if last:
+            # Rows in id order: workers recording the same webhooks at the
+            # same time then wait for each other instead of deadlocking.
             model.Session.execute(
                 text(
                     "UPDATE webhook SET last_delivery_at = :now, "
                     "last_delivery_status = :status WHERE id = :id"
                 ),
-                [{"now": now, "status": s, "id": i} for i, s in last.items()],
+                [
+                    {"now": now, "status": s, "id": i}
+                    for i, s in sorted(last.items())
+                ],
             )
         if succeeded:
             model.Session.execute(

@@ -1,0 +1,444 @@
+"""What the benchmark scripts share: configuration, CKAN in this process, seed
+data written straight to the tables, stock worker subprocesses, statistics.
+
+Every script loads CKAN in its own process (with CKAN's search index stubbed:
+Solr cannot be had here) to seed data and, where measured, to call actions;
+deliveries are always made by real ``ckan jobs worker`` subprocesses.
+"""
+
+from __future__ import annotations
+
+import configparser
+import logging.config
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+BENCH_INI = BENCH_DIR / "bench.ini"
+CKAN_CLI = str(Path(sys.executable).parent / "ckan")
+WEBHOOK_TABLES = "webhook_attempt, webhook_delivery, webhook_event, webhook"
+SEARCH_STUB_NOTE = (
+    "note: no Solr here - CKAN's search index is stubbed in-process "
+    "(index insert/update/remove do nothing, queries return no hits, "
+    "package_show reads the database), "
+    "in the benchmark process only; both sides of each ratio are stubbed alike"
+)
+
+
+# -- configuration ---------------------------------------------------------
+def ini_with(**options: Any) -> Path:
+    """A temporary copy of bench.ini with ``options`` set in [app:main]."""
+    parser = configparser.RawConfigParser()
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(BENCH_INI)
+    for key, value in options.items():
+        parser.set("app:main", key, str(value))
+    handle, name = tempfile.mkstemp(prefix="webhooks-bench-", suffix=".ini")
+    with os.fdopen(handle, "w") as ini:
+        parser.write(ini)
+    return Path(name)
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    except OSError:
+        mem_kb = 0
+    return (
+        f"{os.cpu_count()} CPUs ({model}), {mem_kb / 2**20:.0f} GiB RAM, "
+        f"Python {platform.python_version()}, {platform.system()}"
+    )
+
+
+def header(title: str) -> None:
+    print(f"== {title}")
+    print(f"machine: {machine()}")
+    print(f"database: {os.environ.get('CKAN_SQLALCHEMY_URL', '(bench.ini)')}")
+    print(f"redis: {os.environ.get('CKAN_REDIS_URL', '(bench.ini)')}")
+
+
+# -- CKAN in this process --------------------------------------------------
+def stub_search_index() -> None:
+    import ckan.lib.search as search
+    from ckan.lib.search import index, query
+
+    def nothing(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    def no_hits(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.results, self.count, self.facets = [], 0, {}
+        return {"results": [], "count": 0, "facets": {}}
+
+    for name in ("insert_dict", "update_dict", "remove_dict"):
+        setattr(index.PackageSearchIndex, name, nothing)
+    query.PackageSearchQuery.run = no_hits
+
+    def not_cached(*args: Any, **kwargs: Any) -> None:
+        raise search.SearchError("search index stubbed")
+
+    search.show = not_cached  # package_show then reads the database
+
+
+def _ensure_database(url: str) -> None:
+    """Create the benchmark database if the server lacks it."""
+    import sqlalchemy as sa
+
+    name = url.rsplit("/", 1)[1].split("?")[0]
+    server = sa.create_engine(url.rsplit("/", 1)[0] + "/postgres")
+    with server.connect() as conn:
+        exists = conn.execute(
+            sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+        ).scalar()
+        if not exists:
+            conn.execution_options(isolation_level="AUTOCOMMIT").execute(
+                sa.text(f'CREATE DATABASE "{name}"')
+            )
+    server.dispose()
+
+
+def prepare_database(ini: Path = BENCH_INI) -> None:
+    """Create CKAN's and the extension's tables unless they are there."""
+    import sqlalchemy as sa
+    from ckan.cli import CKANConfigLoader
+
+    url = os.environ.get("CKAN_SQLALCHEMY_URL") or CKANConfigLoader(
+        str(ini)
+    ).get_config().get("sqlalchemy.url")
+    _ensure_database(url)
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        have = conn.execute(
+            sa.text(
+                "SELECT to_regclass('public.package') IS NOT NULL, "
+                "to_regclass('public.webhook_delivery') IS NOT NULL"
+            )
+        ).one()
+    engine.dispose()
+    if not have[0]:
+        subprocess.run([CKAN_CLI, "-c", str(ini), "db", "init"], check=True)
+    if not have[1]:
+        subprocess.run(
+            [CKAN_CLI, "-c", str(ini), "db", "upgrade", "-p", "webhooks"], check=True
+        )
+
+
+def load_ckan(ini: Path = BENCH_INI) -> Any:
+    """Load CKAN here (plugins from the ini); return the WSGI app."""
+    prepare_database(ini)
+    stub_search_index()
+    from ckan.cli import CKANConfigLoader
+    from ckan.config.middleware import make_app
+
+    logging.config.fileConfig(str(ini), disable_existing_loggers=False)
+    app = make_app(CKANConfigLoader(str(ini)).get_config())
+    app._wsgi_app.test_request_context().push()
+    return app
+
+
+def reset_state() -> None:
+    """Empty the webhook tables and this site's job queue."""
+    import ckan.model as model
+    from ckan.lib import jobs
+    from ckan.lib.redis import connect_to_redis
+    from sqlalchemy import text
+
+    from ckanext.webhooks import config as cfg
+    from ckanext.webhooks.delivery import _wake_key
+
+    model.Session.execute(text(f"TRUNCATE {WEBHOOK_TABLES} RESTART IDENTITY"))
+    model.Session.commit()
+    jobs.get_queue(cfg.queue()).empty()
+    connect_to_redis().delete(_wake_key())
+
+
+def sysadmin() -> dict[str, Any]:
+    """The benchmark's sysadmin (created once) with a fresh API token."""
+    import ckan.model as model
+    import ckan.plugins.toolkit as tk
+
+    name = "webhooks_bench_admin"
+    user = model.User.by_name(name)
+    if user is None:
+        tk.get_action("user_create")(
+            {"ignore_auth": True},
+            {
+                "name": name,
+                "email": "bench@example.org",
+                "password": "bench-" + uuid.uuid4().hex,
+            },
+        )
+        user = model.User.by_name(name)
+    user.sysadmin = True
+    model.Session.commit()
+    token = tk.get_action("api_token_create")(
+        {"ignore_auth": True, "user": name}, {"user": name, "name": "bench"}
+    )["token"]
+    return {"id": user.id, "name": name, "token": token}
+
+
+def users(count: int) -> list[str]:
+    """Ids of ``count`` plain users (created once), owners of webhooks."""
+    import ckan.model as model
+
+    ids = []
+    for n in range(count):
+        name = f"webhooks_bench_user_{n}"
+        user = model.User.by_name(name)
+        if user is None:
+            user = model.User(name=name, email=f"{name}@example.org")
+            user.state = "active"
+            model.Session.add(user)
+            model.Session.flush()
+        ids.append(user.id)
+    model.Session.commit()
+    return ids
+
+
+def create_datasets(admin: dict[str, Any], count: int, org: bool = True) -> list:
+    """``count`` public datasets with two resources each, in one organization."""
+    import ckan.plugins.toolkit as tk
+
+    context = {"user": admin["name"], "ignore_auth": True}
+    run = uuid.uuid4().hex[:8]
+    owner_org = None
+    if org:
+        owner_org = tk.get_action("organization_create")(
+            dict(context), {"name": f"bench-org-{run}"}
+        )["id"]
+    datasets = []
+    for n in range(count):
+        datasets.append(
+            tk.get_action("package_create")(
+                dict(context),
+                {
+                    "name": f"bench-{run}-{n}",
+                    "title": f"Benchmark dataset {n}",
+                    "notes": "A dataset the benchmarks update. " * 8,
+                    "owner_org": owner_org,
+                    "tags": [{"name": f"tag{t}"} for t in range(5)],
+                    "extras": [{"key": f"k{t}", "value": "v" * 20} for t in range(5)],
+                    "resources": [
+                        {"url": f"http://example.org/{run}/{n}/{r}.csv", "name": "r"}
+                        for r in range(2)
+                    ],
+                },
+            )
+        )
+    return datasets
+
+
+def insert_webhooks(rows: list[dict[str, Any]]) -> list[str]:
+    """Insert webhooks straight into the table (the actions limit and check
+    addresses one by one, which seeding 10,000 does not need)."""
+    import ckan.model as model
+    from sqlalchemy import text
+
+    from ckanext.webhooks.model import make_secret, make_webhook_id, utcnow
+
+    now = utcnow()
+    full = [
+        {
+            "id": make_webhook_id(),
+            "topic": "dataset/update",
+            "package_id": None,
+            "organization_id": None,
+            "owner_id": None,
+            "secret": make_secret(),
+            "created": now,
+            **row,
+        }
+        for row in rows
+    ]
+    model.Session.execute(
+        text(
+            "INSERT INTO webhook (id, topic, address, owner_id, created, secret, "
+            "package_id, organization_id, active, failure_count) VALUES "
+            "(:id, :topic, :address, :owner_id, :created, :secret, :package_id, "
+            ":organization_id, true, 0)"
+        ),
+        full,
+    )
+    model.Session.commit()
+    return [row["id"] for row in full]
+
+
+def insert_events(datasets: list[dict[str, Any]], count: int) -> None:
+    """``count`` dataset/update events in the outbox, round-robin over
+    ``datasets``, as ``notify`` writes them for that many updates."""
+    import ckan.model as model
+    from sqlalchemy import text
+
+    from ckanext.webhooks.model import make_event_id, utcnow
+
+    rows = []
+    for n in range(count):
+        dataset = datasets[n % len(datasets)]
+        rows.append(
+            {
+                "id": make_event_id(),
+                "entity_id": dataset["id"],
+                "package_id": dataset["id"],
+                "organization_id": dataset["owner_org"],
+                "created": utcnow(),
+            }
+        )
+    model.Session.execute(
+        text(
+            "INSERT INTO webhook_event (id, topic, entity_type, entity_id, "
+            "package_id, organization_id, private, snapshot, created, expanded) "
+            "VALUES (:id, 'dataset/update', 'dataset', :entity_id, :package_id, "
+            ":organization_id, false, '{}', :created, false)"
+        ),
+        rows,
+    )
+    model.Session.commit()
+
+
+def delivery_outcomes() -> dict[str, int]:
+    import ckan.model as model
+    from sqlalchemy import text
+
+    rows = model.Session.execute(
+        text("SELECT status, count(*) FROM webhook_delivery GROUP BY status")
+    ).all()
+    model.Session.commit()
+    return {status: count for status, count in rows}
+
+
+def wake_and_wait_for_start(timeout: float = 10.0) -> float:
+    """Queue the delivery job, return when a worker has taken it (the job
+    clears the wake-up flag first thing). Returns the time of the wake-up."""
+    from ckan.lib.redis import connect_to_redis
+
+    from ckanext.webhooks.delivery import _wake_key, wake_workers
+
+    woken_at = time.time()
+    wake_workers()
+    redis = connect_to_redis()
+    deadline = time.monotonic() + timeout
+    while redis.exists(_wake_key()) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return woken_at
+
+
+# -- workers ---------------------------------------------------------------
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in text.split()]
+
+
+def _status_kb(pid: int, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class Worker:
+    """A stock ``ckan jobs worker`` subprocess, and the peak memory of the
+    work horses it forks (one per job: that is where delivery runs)."""
+
+    def __init__(self, ini: Path = BENCH_INI, log_name: str = "worker") -> None:
+        results = BENCH_DIR / "results"
+        results.mkdir(exist_ok=True)
+        self.log_path = results / f"{log_name}.log"
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [CKAN_CLI, "-c", str(ini), "jobs", "worker"],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.horse_peak_kb: dict[int, int] = {}
+        self.worker_peak_kb = 0
+        self._watching = True
+        self._watcher = threading.Thread(target=self._watch, daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        while self._watching:
+            self.worker_peak_kb = max(
+                self.worker_peak_kb, _status_kb(self.process.pid, "VmHWM")
+            )
+            for child in _children(self.process.pid):
+                peak = _status_kb(child, "VmHWM")
+                if peak:
+                    self.horse_peak_kb[child] = max(
+                        peak, self.horse_peak_kb.get(child, 0)
+                    )
+            time.sleep(0.02)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Return once the worker listens on the queue."""
+        from ckan.lib.redis import connect_to_redis
+        from rq import Worker as RqWorker
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited, see {self.log_path}")
+            for worker in RqWorker.all(connection=connect_to_redis()):
+                if worker.pid == self.process.pid and worker.state == "idle":
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"worker not ready after {timeout}s, see {self.log_path}")
+
+    def forget_horses(self) -> None:
+        self.horse_peak_kb.clear()
+
+    def stop(self) -> None:
+        self._watching = False
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._watcher.join()
+        self._log.close()
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# -- statistics ------------------------------------------------------------
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    rank = fraction * (len(ordered) - 1)
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def verdict(ok: bool) -> str:
+    return "MET" if ok else "MISSED"
