@@ -1,0 +1,273 @@
+"""The web interface in a real headless Chromium against a live CKAN server.
+
+The test starts ``ckan run`` (with the Solr stand-in from scripts/) on free
+ports, logs in as a sysadmin, subscribes to a dataset through the dataset
+page's link and the form, changes the dataset through the API, runs a real
+``ckan jobs worker --burst`` and sees the delivery in the webhook's log.
+
+Needs Debian's ``chromium`` and the PyPI package ``playwright`` (which drives
+that Chromium; Playwright's own browser download is not used). Screenshots of
+every page go to tests/screenshots/ (or $WEBHOOKS_SCREENSHOTS).
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from ckan.plugins import toolkit as tk
+from ckan.tests import factories
+from ckanapi import RemoteCKAN
+from standardwebhooks import Webhook as StandardWebhook
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+CKAN = Path(sys.executable).with_name("ckan")
+CHROMIUM = os.environ.get("WEBHOOKS_CHROMIUM", "/usr/bin/chromium")
+# Without the network switches Chromium keeps trying to reach Google's
+# servers, which this sandbox refuses.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PASSWORD = "correct horse battery"
+STARTUP_DEADLINE = 90
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop(process: subprocess.Popen) -> None:
+    """End a process this test started, with everything it forked."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+class LiveSite:
+    """``ckan run`` on a free port, sharing the test database and Redis."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ini = workdir / "live.ini"
+        self.log = workdir / "ckan-run.log"
+        self.processes: list[subprocess.Popen] = []
+
+    def _start(self, args: list[str], log: Path) -> subprocess.Popen:
+        process = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.processes.append(process)
+        return process
+
+    def _start_solr_standin(self) -> str:
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "solr_standin.py"), "--port", "0"],
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self.processes.append(process)
+        line = process.stdout.readline()
+        assert "listening on" in line, f"Solr stand-in did not start: {line!r}"
+        return line.split("listening on ")[1].strip()
+
+    def _write_ini(self, solr_url: str) -> None:
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.optionxform = str  # keep option names as written
+        parser.read(ROOT / "test.ini")
+        parser["app:main"].update(
+            {
+                "ckan.site_url": self.url,
+                "ckan.site_id": "webhooks_browser",
+                "solr_url": solr_url,
+                "sqlalchemy.url": tk.config["sqlalchemy.url"],
+                "ckan.redis.url": tk.config["ckan.redis.url"],
+                "ckan.storage_path": str(self.workdir / "storage"),
+            }
+        )
+        with self.ini.open("w") as out:
+            parser.write(out)
+
+    def start(self) -> LiveSite:
+        self._write_ini(self._start_solr_standin())
+        server = self._start(
+            [str(CKAN), "-c", str(self.ini), "run", "-H", "127.0.0.1",
+             "-p", str(self.port), "--disable-reloader", "--threaded"],
+            self.log,
+        )  # fmt: skip
+        deadline = time.monotonic() + STARTUP_DEADLINE
+        while time.monotonic() < deadline:
+            assert server.poll() is None, self.log.read_text()[-3000:]
+            try:
+                if requests.get(f"{self.url}/api/3/action/status_show").ok:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"ckan run did not answer:\n{self.log.read_text()}")
+
+    def run_worker(self) -> str:
+        """``ckan jobs worker --burst``: run what is queued, then exit."""
+        done = subprocess.run(
+            [str(CKAN), "-c", str(self.ini), "jobs", "worker", "--burst"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout + done.stderr
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            stop(process)
+
+
+@pytest.fixture
+def live_site(tmp_path: Path) -> Iterator[LiveSite]:
+    site = LiveSite(tmp_path)
+    try:
+        yield site.start()
+    finally:
+        site.stop()
+
+
+@pytest.fixture
+def screenshots() -> Path:
+    folder = Path(os.environ.get("WEBHOOKS_SCREENSHOTS", ROOT / "tests/screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def chromium_page(tmp_path: Path):
+    # Imported here so that `-m "not browser"` runs without Playwright.
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), (
+        f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)"
+    )
+    with sync_playwright() as playwright:
+        # A fresh profile directory for every run.
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=CHROMIUM,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+        )
+        try:
+            page = context.new_page()
+            page.set_default_timeout(30_000)
+            yield page
+        finally:
+            context.close()
+
+
+@pytest.mark.ckan_config("ckan.plugins", "webhooks")
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+def test_subscribe_in_the_browser_and_see_the_delivery(
+    live_site, chromium_page, receiver, screenshots
+):
+    from playwright.sync_api import expect
+
+    admin = factories.Sysadmin(name="demo-admin", password=PASSWORD)
+    token = factories.APIToken(user=admin["name"])["token"]
+    api = RemoteCKAN(live_site.url, apikey=token)
+    api.action.package_create(name="river-levels", title="River levels")
+    page = chromium_page
+
+    def shot(name: str) -> None:
+        page.wait_for_load_state("networkidle")  # fonts and icons too
+        page.screenshot(path=str(screenshots / f"{name}.png"), full_page=True)
+
+    page.goto(f"{live_site.url}/user/login")
+    page.get_by_label("Username or Email").fill(admin["name"])
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Login").click()
+    expect(page.locator("#header-webhooks-link")).to_be_visible()
+
+    page.goto(f"{live_site.url}/dataset/river-levels")
+    shot("dataset")
+    page.get_by_role("link", name="Get notified of changes").click()
+    expect(page.locator("#field-dataset")).to_have_value("river-levels")
+
+    page.select_option("#field-topic", "dataset/update")
+    page.fill("#field-address", "ftp://example.com/hook")
+    page.get_by_role("button", name="Create webhook").click()
+    expect(page.locator(".error-explanation")).to_be_visible()
+    expect(page.locator(".error-block")).to_contain_text("http:// or https://")
+    shot("form-errors")
+
+    page.fill("#field-address", f"{receiver.url}/ckan-events")
+    shot("new")
+    page.get_by_role("button", name="Create webhook").click()
+    expect(page.locator(".flash-messages")).to_contain_text("Webhook created.")
+    expect(page.locator("#no-deliveries")).to_be_visible()
+    webhook_url = page.url
+    secret = page.locator("#webhook-secret").text_content().strip()
+
+    api.action.package_patch(id="river-levels", notes="Levels rose overnight.")
+    live_site.run_worker()
+
+    page.reload()
+    entry = page.locator("#delivery-log tr.delivery").first
+    expect(entry).to_contain_text("dataset/update")
+    expect(entry.locator(".delivery-status")).to_have_text("200")
+    shot("webhook")
+
+    assert receiver.wait_for(1)
+    got = receiver.received[0]
+    assert got.path == "/ckan-events"
+    payload = StandardWebhook(secret).verify(got.body, got.headers)
+    assert payload["topic"] == "dataset/update"
+    assert payload["entity"]["notes"] == "Levels rose overnight."
+
+    page.get_by_role("button", name="Send test ping").click()
+    expect(page.locator(".flash-messages")).to_contain_text("Test ping delivered")
+    expect(page.locator("#delivery-log tr.delivery").first).to_contain_text(
+        "webhook/ping"
+    )
+
+    page.locator("#header-webhooks-link").click()
+    row = page.locator("#webhook-list tbody tr").first
+    expect(row).to_contain_text("dataset/update")
+    expect(row).to_contain_text("river-levels")
+    expect(row).to_contain_text("200")
+    shot("list")
+
+    page.goto(webhook_url)
+    page.locator("#delete-webhook").click()
+    shot("delete")
+    page.get_by_role("button", name="Confirm delete").click()
+    expect(page.locator(".flash-messages")).to_contain_text("Webhook deleted.")
+    expect(page.locator("#webhook-list")).to_have_count(0)
