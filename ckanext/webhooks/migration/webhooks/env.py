@@ -1,13 +1,13 @@
 """Alembic environment for the webhooks migrations (run by ``ckan db``)."""
 
 import os
-from logging.config import fileConfig
 
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
 config = context.config
-fileConfig(config.config_file_name)
+# No logging set-up here: CKAN has configured it, and fileConfig would disable
+# every logger that already exists.
 
 # CKAN keeps one version table per plugin: webhooks_alembic_version.
 VERSION_TABLE = f"{os.path.basename(os.path.dirname(__file__))}_alembic_version"
