@@ -1,0 +1,65 @@
+"""The one-command demo from the README, run the way a newcomer runs it.
+
+``bash scripts/demo.sh --once`` sets up its own site (its own database, Redis
+db and directory, free ports), prints the verified event and stops everything
+it started. The first run on a machine also builds the virtualenv.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.demo
+
+
+def test_demo_once_prints_a_verified_event_and_cleans_up(tmp_path):
+    env = {
+        **os.environ,
+        "WEBHOOKS_DEMO_DIR": str(tmp_path / "demo-site"),
+        # Not the defaults, so that a demo someone left running is untouched.
+        "WEBHOOKS_DEMO_DB": "ckan_webhooks_demo_test",
+        "WEBHOOKS_DEMO_REDIS_DB": "12",
+    }
+    done = subprocess.run(
+        ["bash", "scripts/demo.sh", "--once"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    output = done.stdout
+    assert done.returncode == 0, output + done.stderr
+
+    assert "Solr stand-in" in output
+    assert "NOT a search engine" in output
+    assert "receiver: verified dataset/create event" in output
+    assert '"name": "demo-dataset"' in output
+    assert '"topic": "dataset/create"' in output
+    assert output.rstrip().endswith("stopping everything (--once)")
+
+    site = re.search(r"web server on (http://127\.0\.0\.1:\d+)", output).group(1)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{site}/api/3/action/status_show", timeout=5)
+    assert not (tmp_path / "demo-site" / "pids").exists()
+
+
+def test_demo_stop_without_a_running_demo(tmp_path):
+    done = subprocess.run(
+        ["bash", "scripts/demo.sh", "--stop"],
+        cwd=ROOT,
+        env={**os.environ, "WEBHOOKS_DEMO_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0
+    assert done.stdout.strip() == "demo: stopped"
