@@ -118,6 +118,8 @@ def outcome(action: str, context: dict, data: dict) -> str:
         return "denied"
     except tk.ObjectNotFound:
         return "not found"
+    except tk.ValidationError:
+        return "invalid"
     return "ok"
 
 
@@ -255,3 +257,26 @@ class TestWhatEachCallerSees:
         with pytest.raises(tk.NotAuthorized) as denied:
             helpers.call_action("webhook_show", context=world.context("admin"), id=hook)
         assert shown["secret"] not in str(denied.value)
+
+
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+class TestIdSpellings:
+    """Auth must judge the webhook the action will act on, however it is spelt."""
+
+    @pytest.mark.parametrize("action", PER_WEBHOOK[:-1])
+    def test_padded_id_of_another_users_webhook_is_denied(self, action, receiver):
+        world = World(receiver.url)
+        hook = world.webhook("editor", OTHERS)
+        for spelling in (" {}", "{} ", "\t{}\n", "\u3000{}", "{}\x1f"):
+            data = data_for(action, world, spelling.format(hook))
+            got = outcome(action, world.context("editor"), data)
+            assert got == "denied", repr(spelling)
+        shown = helpers.call_action("webhook_show", id=hook)
+        assert shown["topic"] == "dataset/create"
+
+    @pytest.mark.parametrize("action", PER_WEBHOOK)
+    def test_ids_that_cannot_be_stored_are_refused_cleanly(self, action, receiver):
+        world = World(receiver.url)
+        for bad in ("a\x00b", "\ud800", "x" * 100_000, "evt_\x00", "evt_\udfff"):
+            got = outcome(action, world.context("user"), {"id": bad})
+            assert got in ("invalid", "not found"), repr(bad[:10])

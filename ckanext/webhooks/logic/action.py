@@ -8,6 +8,7 @@ from typing import Any
 
 import ckan.model as model
 import ckan.plugins.toolkit as tk
+from ckan.lib.navl.dictization_functions import DataError
 from ckan.types import Context, DataDict
 from sqlalchemy import func
 
@@ -77,7 +78,12 @@ def _validate(
                 for key in unknown
             }
         )
-    data, errors = tk.navl_validate(data_dict, schema_, context)
+    try:
+        data, errors = tk.navl_validate(data_dict, schema_, context)
+    except DataError as error:  # e.g. a list of plain values: a 400, not a 500
+        raise tk.ValidationError(
+            {"input": [tk._("Malformed input: {reason}").format(reason=error.error)]}
+        ) from None
     if errors:
         raise tk.ValidationError(errors)
     return data

@@ -8,6 +8,9 @@ whoever holds its id (the original extension's design).
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import ckan.model as model
 import ckan.plugins.toolkit as tk
 from ckan.types import AuthResult, Context, DataDict
@@ -29,6 +32,8 @@ __all__ = [
 ]
 
 _ROLES = {"editor": ("admin", "editor"), "admin": ("admin",)}
+# Webhook ids come from secrets.token_urlsafe: URL-safe base64 letters.
+_POSSIBLE_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
 
 
 def _user(context: Context) -> model.User | None:
@@ -84,14 +89,28 @@ def may_control(context: Context, webhook: Webhook) -> bool:
     return user is not None and (user.sysadmin or user.id == webhook.owner_id)
 
 
+def _webhook(webhook_id: Any) -> Webhook | None:
+    """The webhook the action will act on; None for what cannot be an id.
+
+    Auth runs before validation, so the id is normalised here exactly as the
+    ``webhook_string`` validator will (``str.strip``): otherwise " <id>"
+    would pass as unknown here and then reach another user's webhook. A NUL
+    or a lone surrogate must not reach the database (a 500): validation
+    reports it instead.
+    """
+    if not isinstance(webhook_id, str):
+        return None
+    webhook_id = webhook_id.strip()
+    if not _POSSIBLE_ID.fullmatch(webhook_id):
+        return None
+    return model.Session.get(Webhook, webhook_id)
+
+
 def _control(context: Context, data_dict: DataDict) -> AuthResult:
     result = meets_minimum_auth(context)
     if not result["success"]:
         return result
-    webhook_id = data_dict.get("id")
-    webhook = (
-        model.Session.get(Webhook, webhook_id) if isinstance(webhook_id, str) else None
-    )
+    webhook = _webhook(data_dict.get("id"))
     if webhook is not None and not may_control(context, webhook):
         return {"success": False, "msg": tk._("This webhook belongs to another user")}
     return {"success": True}

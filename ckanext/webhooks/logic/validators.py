@@ -27,6 +27,15 @@ MAX_ADDRESS_LENGTH = 2000
 MAX_STRING_LENGTH = 200
 
 
+def _encodable(value: str) -> bool:
+    """JSON may carry lone surrogates (\\ud800) that PostgreSQL cannot store."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def webhook_string(key: Any, data: Any, errors: Any, context: Any) -> None:
     """Accept text only: no numbers, lists or objects where a name is expected.
 
@@ -40,6 +49,8 @@ def webhook_string(key: Any, data: Any, errors: Any, context: Any) -> None:
         problem = tk._("Must be a string")
     elif "\x00" in value:
         problem = tk._("Must not contain NUL characters")
+    elif not _encodable(value):
+        problem = tk._("Must be valid Unicode text (no lone surrogates)")
     elif len(value.strip()) > MAX_ADDRESS_LENGTH:
         problem = tk._("Must be at most {max} characters long").format(
             max=MAX_ADDRESS_LENGTH
