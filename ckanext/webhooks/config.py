@@ -15,6 +15,7 @@ __all__ = [
     "max_webhooks_per_address",
     "max_webhooks_per_user",
     "minimum_auth",
+    "publishers",
     "queue",
     "retry_schedule",
     "secret_rotation_hours",
@@ -82,3 +83,10 @@ def max_webhooks_per_address() -> int:
 
 def secret_rotation_hours() -> int:
     return tk.config.get("ckanext.webhooks.secret_rotation_hours")
+
+
+def publishers() -> list[str]:
+    value = tk.config.get("ckanext.webhooks.publishers")
+    if isinstance(value, str):
+        value = value.split()
+    return list(value or [])

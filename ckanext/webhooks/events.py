@@ -1,4 +1,4 @@
-"""Event capture: dataset and resource changes become rows of the outbox.
+"""Event capture: changes become rows of the outbox, in the same transaction.
 
 CKAN calls ``notify`` from the session's ``before_commit``, possibly several
 times for one entity (``Package new`` then ``Package changed``) and also for
@@ -8,6 +8,11 @@ it. Only after the commit is the job queue woken up (``after_commit``); if
 Redis is down at that moment nothing is lost, the rows wait for
 ``ckan webhooks dispatch``. The request does no network I/O besides that
 wake-up.
+
+Organizations and groups do not reach ``notify``; they are read from the
+objects CKAN's own ``before_flush`` hook collects for the transaction
+(``session._object_cache``), in a ``before_commit`` listener of ours that runs
+after CKAN's.
 """
 
 from __future__ import annotations
@@ -24,49 +29,58 @@ from sqlalchemy import inspect, text
 from ckanext.webhooks import topics
 from ckanext.webhooks.model import make_event_id, utcnow
 
-__all__ = ["record_change", "register_session_listeners"]
+__all__ = ["publish", "record_change", "register_session_listeners"]
 
 log = logging.getLogger(__name__)
 
-_PRIOR = (
-    "webhooks_prior"  # {(class name, id, attribute): value before this transaction}
-)
+# Keys of session.info, all cleared at the end of each transaction:
+_PRIOR = "webhooks_prior"  # {(class, id, attribute): value before the transaction}
 _SEEN = "webhooks_seen"  # {(topic, entity id)} recorded in this transaction
 _WAKE = "webhooks_wake"  # events were recorded: wake the queue after commit
+
+_TRACKED = {
+    model.Package: ("state", "private", "owner_org"),
+    model.Resource: ("state", "package_id"),
+    model.Group: ("state",),
+}
 
 _INSERT_EVENT = text(
     """
     INSERT INTO webhook_event
         (id, topic, entity_type, entity_id, package_id, organization_id,
-         private, snapshot, created, expanded)
+         previous_package_id, previous_organization_id, private, snapshot,
+         created, expanded)
     SELECT :id, :topic, :entity_type, :entity_id, :package_id,
-           :organization_id, :private, :snapshot, :created, false
-    WHERE EXISTS (
+           :organization_id, :previous_package_id, :previous_organization_id,
+           :private, :snapshot, :created, false
+    WHERE :always OR EXISTS (
         SELECT 1 FROM webhook w
         WHERE w.active
           AND w.topic = ANY(:subscriptions)
-          AND (w.package_id IS NULL OR w.package_id = :package_id)
+          AND (w.package_id IS NULL
+               OR w.package_id IN (:package_id, :previous_package_id))
           AND (w.organization_id IS NULL
-               OR w.organization_id = :organization_id)
+               OR w.organization_id IN (:organization_id,
+                                        :previous_organization_id))
     )
     """
 )
 
 
 def _remember_prior_values(session: Any, flush_context: Any, instances: Any) -> None:
-    """Keep the state (and visibility) an entity had when the transaction began.
+    """Keep the values an entity had when the transaction began.
 
     CKAN flushes before calling ``notify``, which wipes the attribute history,
-    so transitions (draft to active, active to deleted) are noted here.
+    so transitions (draft to active, active to deleted, a move to another
+    organization) are noted here.
     """
     prior = session.info.setdefault(_PRIOR, {})
     for obj in session.dirty:
-        if not isinstance(obj, (model.Package, model.Resource)):
+        names = _TRACKED.get(type(obj))
+        if not names:
             continue
         attrs = inspect(obj).attrs
-        for name in ("state", "private"):
-            if name not in attrs:
-                continue
+        for name in names:
             deleted = attrs[name].history.deleted
             if deleted:
                 prior.setdefault((type(obj).__name__, obj.id, name), deleted[0])
@@ -91,6 +105,7 @@ def register_session_listeners() -> None:
     for target in (model.meta.Session, model.meta.create_local_session):
         for name, listener in (
             ("before_flush", _remember_prior_values),
+            ("before_commit", _record_group_changes),
             ("after_commit", _after_commit),
             ("after_rollback", _forget),
         ):
@@ -102,41 +117,53 @@ def _prior(session: Any, obj: Any, name: str) -> Any:
     return session.info.get(_PRIOR, {}).get((type(obj).__name__, obj.id, name))
 
 
-def _package_topic(session: Any, pkg: model.Package, operation: str) -> str | None:
-    state = pkg.state
-    before = _prior(session, pkg, "state")
+def _lifecycle_topic(kind: str, state: str, before: Any, operation: str) -> str | None:
+    """create / update / delete from an entity's state and its earlier state."""
     if operation == DomainObjectOperation.new:
-        return "dataset/create" if state == "active" else None
+        return f"{kind}/create" if state == "active" else None
     if operation == DomainObjectOperation.deleted:  # purged
-        return "dataset/delete" if state == "active" else None
+        return f"{kind}/delete" if state == "active" else None
     if state == "active":
-        return "dataset/create" if before in ("draft", "deleted") else "dataset/update"
+        return f"{kind}/create" if before in ("draft", "deleted") else f"{kind}/update"
     if state == "deleted" and before not in (None, "deleted", "draft"):
-        return "dataset/delete"
+        return f"{kind}/delete"
     return None
+
+
+def _package_of(res: model.Resource) -> model.Package | None:
+    """The resource's dataset now (the relationship lags behind a moved one)."""
+    pkg = res.package
+    if pkg is None or pkg.id != res.package_id:
+        pkg = model.Package.get(res.package_id) if res.package_id else pkg
+    return pkg
 
 
 def _resource_topic(session: Any, res: model.Resource, operation: str) -> str | None:
-    pkg = res.package
+    pkg = _package_of(res)
     if pkg is None or pkg.state != "active":
         # A draft dataset is not announced; a deleted one was announced already.
         return None
-    state = res.state
-    before = _prior(session, res, "state")
-    if operation == DomainObjectOperation.new:
-        return "resource/create" if state == "active" else None
-    if operation == DomainObjectOperation.deleted:
-        return "resource/delete" if state == "active" else None
-    if state == "active":
-        return "resource/create" if before == "deleted" else "resource/update"
-    if state == "deleted" and before not in (None, "deleted"):
-        return "resource/delete"
-    return None
+    if operation == DomainObjectOperation.changed and res.state == "active":
+        return (
+            "resource/create"
+            if _prior(session, res, "state") == "deleted"
+            else "resource/update"
+        )
+    return _lifecycle_topic(
+        "resource", res.state, _prior(session, res, "state"), operation
+    )
 
 
 def _snapshot(entity: Any, pkg: model.Package) -> dict[str, Any]:
     """What a delete payload carries: enough to identify what is gone."""
-    snapshot = {
+    if isinstance(entity, model.Resource):
+        return {
+            "id": entity.id,
+            "name": entity.name,
+            "package_id": pkg.id,
+            "package_name": pkg.name,
+        }
+    return {
         "id": pkg.id,
         "name": pkg.name,
         "title": pkg.title,
@@ -144,58 +171,160 @@ def _snapshot(entity: Any, pkg: model.Package) -> dict[str, Any]:
         "owner_org": pkg.owner_org,
         "private": bool(pkg.private),
     }
-    if isinstance(entity, model.Resource):
-        snapshot = {
-            "id": entity.id,
-            "name": entity.name,
-            "package_id": pkg.id,
-            "package_name": pkg.name,
-        }
-    return snapshot
+
+
+def _first_time(session: Any, topic: str, entity_id: str, kind: str) -> bool:
+    """One event per entity and topic per transaction; create/delete win."""
+    seen = session.info.setdefault(_SEEN, set())
+    if (topic, entity_id) in seen:
+        return False
+    if topic.endswith("/update") and (
+        (f"{kind}/create", entity_id) in seen or (f"{kind}/delete", entity_id) in seen
+    ):
+        return False
+    seen.add((topic, entity_id))
+    return True
+
+
+def _insert(session: Any, always: bool = False, **event: Any) -> str | None:
+    """Write the event if some webhook could want it; return its id if so."""
+    event.setdefault("previous_package_id", None)
+    event.setdefault("previous_organization_id", None)
+    event_id = make_event_id()
+    result = session.execute(
+        _INSERT_EVENT,
+        {
+            "id": event_id,
+            "created": utcnow(),
+            "always": always,
+            "subscriptions": topics.matching_subscriptions(event["topic"]),
+            **event,
+        },
+    )
+    if result.rowcount:
+        session.info[_WAKE] = True
+        return event_id
+    return None
 
 
 def record_change(entity: Any, operation: str) -> None:
     """IDomainObjectModification.notify: write at most one event per topic."""
     session = model.Session()
     if isinstance(entity, model.Package):
-        topic = _package_topic(session, entity, operation)
         pkg, entity_type = entity, "dataset"
+        topic = _lifecycle_topic(
+            "dataset", pkg.state, _prior(session, pkg, "state"), operation
+        )
     elif isinstance(entity, model.Resource):
+        pkg, entity_type = _package_of(entity), "resource"
         topic = _resource_topic(session, entity, operation)
-        pkg, entity_type = entity.package, "resource"
     else:
         return
-    if topic is None:
+    if topic is None or not _first_time(session, topic, entity.id, entity_type):
         return
 
-    seen = session.info.setdefault(_SEEN, set())
-    if (topic, entity.id) in seen:
-        return
-    if topic.endswith("/update") and (
-        (f"{entity_type}/create", entity.id) in seen
-        or (f"{entity_type}/delete", entity.id) in seen
-    ):
-        return
-    seen.add((topic, entity.id))
-
-    # Visibility as it was before this change: a dataset made private and
+    # Visibility before this change counts too: a dataset made private and
     # deleted in one go must not be announced to the public.
-    was_private = _prior(session, pkg, "private")
-    private = bool(pkg.private) or bool(was_private)
-    result = session.execute(
-        _INSERT_EVENT,
-        {
-            "id": make_event_id(),
-            "topic": topic,
-            "entity_type": entity_type,
-            "entity_id": entity.id,
-            "package_id": pkg.id,
-            "organization_id": pkg.owner_org,
-            "private": private,
-            "snapshot": json.dumps(_snapshot(entity, pkg)),
-            "created": utcnow(),
-            "subscriptions": topics.matching_subscriptions(topic),
-        },
+    private = bool(pkg.private) or bool(_prior(session, pkg, "private"))
+    previous_org = _prior(session, pkg, "owner_org")
+    previous_pkg = (
+        _prior(session, entity, "package_id")
+        if isinstance(entity, model.Resource)
+        else None
     )
-    if result.rowcount:
-        session.info[_WAKE] = True
+    _insert(
+        session,
+        topic=topic,
+        entity_type=entity_type,
+        entity_id=entity.id,
+        package_id=pkg.id,
+        organization_id=pkg.owner_org,
+        previous_package_id=previous_pkg,
+        previous_organization_id=previous_org,
+        private=private,
+        snapshot=json.dumps(_snapshot(entity, pkg)),
+    )
+
+
+def _record_group_changes(session: Any) -> None:
+    """Organization and group events, from CKAN's per-transaction object cache."""
+    cache = getattr(session, "_object_cache", None)
+    if not cache:
+        return
+    try:
+        changes: dict[str, tuple[model.Group, str]] = {}
+        for operation, objects in (
+            (DomainObjectOperation.changed, cache["changed"]),
+            (DomainObjectOperation.deleted, cache["deleted"]),
+            (DomainObjectOperation.new, cache["new"]),
+        ):
+            for obj in objects:
+                group = obj if isinstance(obj, model.Group) else None
+                operation_ = operation
+                # A changed extra is an update of its group. Memberships are
+                # not announced: who is a member stays with the members, and
+                # a dataset joining a group is a dataset/update.
+                if isinstance(obj, model.GroupExtra):
+                    group, operation_ = obj.group, DomainObjectOperation.changed
+                # The group's own new/deleted operation beats an extra's.
+                if group is not None and (group.id not in changes or group is obj):
+                    changes[group.id] = (group, operation_)
+        for group, operation in changes.values():
+            kind = "organization" if group.is_organization else "group"
+            topic = _lifecycle_topic(
+                kind, group.state, _prior(session, group, "state"), operation
+            )
+            if topic is None or not _first_time(session, topic, group.id, kind):
+                continue
+            _insert(
+                session,
+                topic=topic,
+                entity_type=kind,
+                entity_id=group.id,
+                package_id=None,
+                organization_id=group.id if group.is_organization else None,
+                private=False,
+                snapshot=json.dumps(
+                    {
+                        "id": group.id,
+                        "name": group.name,
+                        "title": group.title,
+                        "type": group.type,
+                    }
+                ),
+            )
+    except Exception:
+        # Like CKAN's notify: log loudly, never break the user's commit.
+        log.exception("webhooks: could not record organization/group events")
+
+
+def publish(
+    topic: str,
+    data: dict[str, Any],
+    *,
+    dataset: str | None = None,
+    organization: str | None = None,
+) -> str | None:
+    """Publish a custom event from Python, in the current transaction.
+
+    It is sent (with the same signing, retries, log and access rules) only if
+    the transaction commits. ``topic`` is ``custom/<name>`` or a topic an
+    ``IWebhooks`` plugin declares; ``data`` is any JSON object, sent as the
+    payload's ``entity``. With ``dataset`` (an id) the event reaches only
+    webhooks whose owner may read that dataset. Returns the event id, or
+    None when no webhook subscribes to the topic.
+    """
+    if not topics.is_publishable(topic):
+        raise ValueError(f"{topic!r} cannot be published as a custom event")
+    session = model.Session()
+    pkg = model.Package.get(dataset) if dataset else None
+    return _insert(
+        session,
+        topic=topic,
+        entity_type="custom",
+        entity_id=pkg.id if pkg else "",
+        package_id=pkg.id if pkg else None,
+        organization_id=organization or (pkg.owner_org if pkg else None),
+        private=bool(pkg and pkg.private),
+        snapshot=json.dumps(data, separators=(",", ":")),
+    )

@@ -98,6 +98,8 @@ class WebhookEvent(tk.BaseModel):
     entity_id = Column(UnicodeText, nullable=False)
     package_id = Column(UnicodeText, nullable=True)
     organization_id = Column(UnicodeText, nullable=True)
+    previous_package_id = Column(UnicodeText, nullable=True)
+    previous_organization_id = Column(UnicodeText, nullable=True)
     private = Column(Boolean, nullable=False, default=False)
     snapshot = Column(UnicodeText, nullable=False, default="{}")
     created = Column(DateTime, nullable=False, default=utcnow)

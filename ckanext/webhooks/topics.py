@@ -2,25 +2,79 @@
 
 from __future__ import annotations
 
+import re
+
+import ckan.plugins as p
+
 __all__ = [
+    "CUSTOM_PREFIX",
     "DATASET_TOPICS",
+    "GROUP_TOPICS",
+    "ORGANIZATION_TOPICS",
     "PING",
     "RESOURCE_TOPICS",
     "TOPICS",
-    "WILDCARDS",
+    "is_publishable",
+    "is_subscribable",
     "matching_subscriptions",
+    "plugin_topics",
     "subscribable_topics",
 ]
 
 DATASET_TOPICS = ("dataset/create", "dataset/update", "dataset/delete")
 RESOURCE_TOPICS = ("resource/create", "resource/update", "resource/delete")
-TOPICS = DATASET_TOPICS + RESOURCE_TOPICS
-WILDCARDS = ("dataset/*", "resource/*", "*")
+ORGANIZATION_TOPICS = (
+    "organization/create",
+    "organization/update",
+    "organization/delete",
+)
+GROUP_TOPICS = ("group/create", "group/update", "group/delete")
+TOPICS = DATASET_TOPICS + RESOURCE_TOPICS + ORGANIZATION_TOPICS + GROUP_TOPICS
 PING = "webhook/ping"
+CUSTOM_PREFIX = "custom/"
+# A topic is "kind/name" in lower case; custom names may have more levels.
+TOPIC_PATTERN = re.compile(r"[a-z0-9_.-]+(/[a-z0-9_.-]+)+")
+
+
+def plugin_topics() -> list[str]:
+    from ckanext.webhooks.interfaces import IWebhooks
+
+    found: list[str] = []
+    for plugin in p.PluginImplementations(IWebhooks):
+        for topic in plugin.webhook_topics():
+            if TOPIC_PATTERN.fullmatch(topic) and topic not in found:
+                found.append(topic)
+    return found
+
+
+def _wildcards(topics: list[str]) -> list[str]:
+    kinds = []
+    for topic in topics:
+        wildcard = topic.split("/", 1)[0] + "/*"
+        if wildcard not in kinds:
+            kinds.append(wildcard)
+    return kinds
 
 
 def subscribable_topics() -> list[str]:
-    return [*TOPICS, *WILDCARDS]
+    """Every topic and wildcard, for listing. ``custom/<name>`` is open too."""
+    named = [*TOPICS, *plugin_topics()]
+    return [*named, *_wildcards(named), f"{CUSTOM_PREFIX}*", "*"]
+
+
+def is_subscribable(topic: str) -> bool:
+    if topic in subscribable_topics():
+        return True
+    return topic.startswith(CUSTOM_PREFIX) and bool(TOPIC_PATTERN.fullmatch(topic))
+
+
+def is_publishable(topic: str) -> bool:
+    """Topics that may be published as custom events (not the built-in ones)."""
+    if "*" in topic or topic in TOPICS or topic == PING:
+        return False
+    if topic.startswith(CUSTOM_PREFIX):
+        return bool(TOPIC_PATTERN.fullmatch(topic))
+    return topic in plugin_topics()
 
 
 def matching_subscriptions(topic: str) -> list[str]:

@@ -7,6 +7,7 @@ from ckan.types import Schema, Validator
 
 __all__ = [
     "webhook_create_schema",
+    "webhook_event_publish_schema",
     "webhook_id_schema",
     "webhook_list_schema",
     "webhook_update_schema",
@@ -87,4 +88,27 @@ def webhook_list_schema(
             limit_to_configured_maximum("ckan.search.rows_max", 1000),
         ],
         "offset": [ignore_missing, natural_number_validator],
+    }
+
+
+@validator_args
+def webhook_event_publish_schema(
+    not_empty: Validator,
+    ignore_missing: Validator,
+    webhook_string: Validator,
+    webhook_publishable_topic: Validator,
+    webhook_event_data: Validator,
+    webhook_dataset: Validator,
+    webhook_organization: Validator,
+) -> Schema:
+    return {
+        "topic": [not_empty, webhook_string, not_empty, webhook_publishable_topic],
+        "data": [not_empty, webhook_event_data],
+        "dataset": [ignore_missing, webhook_string, ignore_missing, webhook_dataset],
+        "organization": [
+            ignore_missing,
+            webhook_string,
+            ignore_missing,
+            webhook_organization,
+        ],
     }
