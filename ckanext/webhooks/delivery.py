@@ -24,6 +24,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import ckan.model as model
+import ckan.plugins as p
 import ckan.plugins.toolkit as tk
 from ckan import authz
 from sqlalchemy import bindparam, text
@@ -31,6 +32,7 @@ from sqlalchemy import bindparam, text
 from ckanext.webhooks import __version__, signing, topics
 from ckanext.webhooks import config as cfg
 from ckanext.webhooks.http import Outcome, Policy, Transport
+from ckanext.webhooks.interfaces import IWebhooks
 from ckanext.webhooks.model import Webhook, WebhookEvent, utcnow
 
 __all__ = [
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 
 WAKE_KEY_TTL = 60
 MAX_RETRY_AFTER = 24 * 3600
+RECORD_INTERVAL = 0.5  # seconds an outcome may wait to be written with others
 
 
 def _wake_key() -> str:
@@ -90,7 +93,8 @@ _EXPAND = text(
     ), marked AS (
         UPDATE webhook_event e SET expanded = true
         FROM claimed WHERE e.id = claimed.id
-        RETURNING e.id, e.topic, e.package_id, e.organization_id
+        RETURNING e.id, e.topic, e.package_id, e.organization_id,
+                  e.previous_package_id, e.previous_organization_id
     ), inserted AS (
         INSERT INTO webhook_delivery
             (event_id, webhook_id, status, attempts, next_attempt_at,
@@ -100,8 +104,11 @@ _EXPAND = text(
         JOIN webhook w
           ON w.active
          AND w.topic IN (m.topic, split_part(m.topic, '/', 1) || '/*', '*')
-         AND (w.package_id IS NULL OR w.package_id = m.package_id)
-         AND (w.organization_id IS NULL OR w.organization_id = m.organization_id)
+         AND (w.package_id IS NULL
+              OR w.package_id IN (m.package_id, m.previous_package_id))
+         AND (w.organization_id IS NULL
+              OR w.organization_id IN (m.organization_id,
+                                       m.previous_organization_id))
         ON CONFLICT ON CONSTRAINT uq_webhook_delivery DO NOTHING
         RETURNING 1
     )
@@ -200,7 +207,7 @@ class EntityViews:
     """What each webhook owner may see of an event, computed once per batch."""
 
     def __init__(self) -> None:
-        self._packages: dict[tuple[str, str | None], Any] = {}
+        self._shown: dict[tuple[str, str, str | None], Any] = {}
         self._users: dict[str, model.User | None] = {}
 
     def _user(self, user_id: str | None) -> model.User | None:
@@ -211,12 +218,13 @@ class EntityViews:
             self._users[user_id] = user if user and user.state == "active" else None
         return self._users[user_id]
 
-    def _package(self, package_id: str, owner_id: str | None) -> dict[str, Any]:
-        key = (package_id, owner_id)
-        if key not in self._packages:
+    def _show(self, action: str, data: dict[str, Any], owner_id: str | None) -> Any:
+        """``action`` run as the webhook's owner (anonymous for anonymous hooks)."""
+        key = (action, data["id"], owner_id)
+        if key not in self._shown:
             user = self._user(owner_id)
             if owner_id is not None and user is None:
-                self._packages[key] = Skip("owner is gone")
+                self._shown[key] = Skip("owner is gone")
             else:
                 context = {
                     "user": user.name if user else "",
@@ -225,16 +233,34 @@ class EntityViews:
                     "use_cache": False,
                 }
                 try:
-                    pkg = tk.get_action("package_show")(context, {"id": package_id})
-                    if pkg.get("state") != "active":
+                    shown = tk.get_action(action)(context, dict(data))
+                    if shown.get("state") != "active":
                         raise Skip("not active")
-                    self._packages[key] = pkg
+                    self._shown[key] = shown
                 except (tk.NotAuthorized, tk.ObjectNotFound, Skip) as error:
-                    self._packages[key] = Skip(str(error) or "hidden")
-        value = self._packages[key]
+                    self._shown[key] = Skip(str(error) or "hidden")
+        value = self._shown[key]
         if isinstance(value, Skip):
             raise value
         return value
+
+    def _package(self, package_id: str, owner_id: str | None) -> dict[str, Any]:
+        return self._show("package_show", {"id": package_id}, owner_id)
+
+    def _group(self, event: WebhookEvent, owner_id: str | None) -> dict[str, Any]:
+        # Members and datasets are left out: members-only information stays
+        # with members, and the dataset list is what dataset/* events are for.
+        return self._show(
+            f"{event.entity_type}_show",
+            {
+                "id": event.entity_id,
+                "include_datasets": False,
+                "include_users": False,
+                "include_followers": False,
+                "include_groups": False,
+            },
+            owner_id,
+        )
 
     def _may_know_of_deleted(self, event: WebhookEvent, owner_id: str | None) -> bool:
         if not event.private:
@@ -246,21 +272,61 @@ class EntityViews:
             event.organization_id, user.name, "read"
         )
 
+    @staticmethod
+    def _is_gone(event: WebhookEvent) -> bool:
+        """Deleted or purged since the event (not merely hidden from the owner)."""
+        if event.entity_type in ("organization", "group"):
+            objs = [model.Group.get(event.entity_id)]
+        else:
+            objs = [model.Package.get(event.package_id)]
+            if event.entity_type == "resource":
+                objs.append(model.Resource.get(event.entity_id))
+        return any(obj is None or obj.state == "deleted" for obj in objs)
+
+    def _gone(self, event: WebhookEvent, webhook: Webhook, snapshot: Any) -> Any:
+        if not self._may_know_of_deleted(event, webhook.owner_id):
+            raise Skip("private")
+        return {**snapshot, "state": "deleted"}
+
     def entity(self, event: WebhookEvent, webhook: Webhook) -> Any:
         snapshot = json.loads(event.snapshot or "{}")
         if event.topic == topics.PING:
             return snapshot
+        if event.entity_type == "custom":
+            if event.package_id:  # about a dataset: only for those who may read it
+                self._package(event.package_id, webhook.owner_id)
+            return snapshot
         if event.topic.endswith("/delete"):
-            if not self._may_know_of_deleted(event, webhook.owner_id):
-                raise Skip("private")
-            return {**snapshot, "state": "deleted"}
-        pkg = self._package(event.package_id, webhook.owner_id)
-        if event.entity_type == "dataset":
-            return pkg
-        for resource in pkg.get("resources", []):
-            if resource["id"] == event.entity_id:
-                return resource
-        raise Skip("resource gone")
+            return self._gone(event, webhook, snapshot)
+        try:
+            if event.entity_type in ("organization", "group"):
+                return self._group(event, webhook.owner_id)
+            pkg = self._package(event.package_id, webhook.owner_id)
+            if event.entity_type == "dataset":
+                return pkg
+            for resource in pkg.get("resources", []):
+                if resource["id"] == event.entity_id:
+                    return resource
+            raise Skip("resource gone")
+        except Skip:
+            # Deleted before this delivery: the event still happened, so it
+            # goes out with what is known of the entity - to whoever could
+            # have read it. Hidden (private, draft) stays hidden.
+            if self._is_gone(event):
+                return self._gone(event, webhook, snapshot)
+            raise
+
+
+def public_view(webhook: Webhook) -> dict[str, Any]:
+    """What payload plugins may know of a webhook: no secrets."""
+    return {
+        "id": webhook.id,
+        "topic": webhook.topic,
+        "address": webhook.address,
+        "owner_id": webhook.owner_id,
+        "dataset": webhook.package_id,
+        "organization": webhook.organization_id,
+    }
 
 
 def signing_secrets(webhook: Webhook, now: datetime.datetime) -> list[str]:
@@ -286,6 +352,8 @@ def build_request(
         "entity_type": event.entity_type,
         "entity": entity,
     }
+    for plugin in p.PluginImplementations(IWebhooks):
+        payload = plugin.webhook_payload(payload, event.topic, public_view(webhook))
     body = json.dumps(payload, separators=(",", ":"), default=str).encode()
     now = int(time.time())
     headers = {
@@ -531,6 +599,10 @@ class Deliverer:
         """Deliver until nothing is due (or the time budget is spent)."""
         deadline = time.monotonic() + budget_seconds if budget_seconds else None
         inflight: dict[Future[Outcome], Prepared] = {}
+        # Outcomes are written in batches: one transaction per completed
+        # request would cost more than the request itself.
+        unrecorded: list[tuple[Claim, Outcome]] = []
+        recorded_at = time.monotonic()
         with ThreadPoolExecutor(self.concurrency, "webhooks-send") as pool:
             drained = False
             while True:
@@ -551,9 +623,15 @@ class Deliverer:
                     continue
                 done, _ = wait(inflight, timeout=1.0, return_when=FIRST_COMPLETED)
                 if done:
-                    results = [(inflight.pop(f).claim, f.result()) for f in done]
-                    self.record(results, [])
+                    unrecorded += [(inflight.pop(f).claim, f.result()) for f in done]
                     drained = False
+                if unrecorded and (
+                    len(unrecorded) >= self.concurrency
+                    or not inflight
+                    or time.monotonic() - recorded_at >= RECORD_INTERVAL
+                ):
+                    self.record(unrecorded, [])
+                    unrecorded, recorded_at = [], time.monotonic()
         return self.stats
 
 

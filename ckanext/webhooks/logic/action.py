@@ -13,7 +13,7 @@ from ckan.types import Context, DataDict
 from sqlalchemy import func
 
 from ckanext.webhooks import config as cfg
-from ckanext.webhooks import delivery, topics
+from ckanext.webhooks import delivery, events, topics
 from ckanext.webhooks.logic import schema
 from ckanext.webhooks.model import (
     Webhook,
@@ -28,6 +28,7 @@ __all__ = [
     "webhook_create",
     "webhook_delete",
     "webhook_delivery_list",
+    "webhook_event_publish",
     "webhook_list",
     "webhook_redeliver",
     "webhook_rotate_secret",
@@ -386,3 +387,25 @@ def webhook_rotate_secret(context: Context, data_dict: DataDict) -> dict[str, An
     webhook.secret = make_secret()
     _commit(context)
     return webhook_dictize(webhook)
+
+
+def webhook_event_publish(context: Context, data_dict: DataDict) -> dict[str, Any]:
+    """Publish a custom event to every webhook subscribed to ``topic``.
+
+    :param topic: ``custom/<name>`` or a topic declared by an IWebhooks plugin
+    :param data: a JSON object, sent as the payload's ``entity``
+    :param dataset: optional: the event concerns this dataset (id or name);
+        only webhooks whose owner may read it receive it, and dataset filters
+        apply
+    :param organization: optional: organization filters apply
+    """
+    tk.check_access("webhook_event_publish", context, data_dict)
+    data = _validate(context, data_dict, schema.webhook_event_publish_schema())
+    event_id = events.publish(
+        data["topic"],
+        data["data"],
+        dataset=data.get("dataset"),
+        organization=data.get("organization"),
+    )
+    _commit(context)
+    return {"id": event_id, "topic": data["topic"], "queued": event_id is not None}

@@ -22,6 +22,7 @@ __all__ = [
     "webhook_create",
     "webhook_delete",
     "webhook_delivery_list",
+    "webhook_event_publish",
     "webhook_list",
     "webhook_redeliver",
     "webhook_rotate_secret",
@@ -166,3 +167,13 @@ def webhook_list(context: Context, data_dict: DataDict) -> AuthResult:
 @tk.auth_allow_anonymous_access
 def webhook_topic_list(context: Context, data_dict: DataDict) -> AuthResult:
     return {"success": True}
+
+
+def webhook_event_publish(context: Context, data_dict: DataDict) -> AuthResult:
+    user = _user(context)
+    if user is not None and (user.sysadmin or user.name in cfg.publishers()):
+        return {"success": True}
+    return {
+        "success": False,
+        "msg": tk._("Only sysadmins and ckanext.webhooks.publishers may publish"),
+    }

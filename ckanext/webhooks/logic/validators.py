@@ -17,8 +17,10 @@ __all__ = [
     "webhook_boolean",
     "webhook_dataset",
     "webhook_empty_to_none",
+    "webhook_event_data",
     "webhook_organization",
     "webhook_positive_number",
+    "webhook_publishable_topic",
     "webhook_string",
     "webhook_topic",
 ]
@@ -62,8 +64,8 @@ def webhook_string(key: Any, data: Any, errors: Any, context: Any) -> None:
 
 
 def webhook_topic(value: str) -> str:
-    allowed = topics.subscribable_topics()
-    if value not in allowed:
+    if not topics.is_subscribable(value):
+        allowed = [*topics.subscribable_topics(), f"{topics.CUSTOM_PREFIX}<name>"]
         raise tk.Invalid(
             tk._("Unknown topic '{topic}'. Allowed topics: {allowed}").format(
                 topic=value[:MAX_STRING_LENGTH], allowed=", ".join(allowed)
@@ -152,3 +154,43 @@ def webhook_positive_number(value: Any) -> float:
     if not number > 0:
         raise tk.Invalid(tk._("Must be greater than 0"))
     return number
+
+
+MAX_EVENT_DATA_BYTES = 64 * 1024
+
+
+def webhook_publishable_topic(value: str) -> str:
+    if not topics.is_publishable(value):
+        raise tk.Invalid(
+            tk._(
+                "Cannot publish '{topic}': use custom/<name> (lower-case letters, "
+                "digits, '.', '_', '-', more levels with '/') or a topic a plugin "
+                "declares ({declared})"
+            ).format(
+                topic=value[:MAX_STRING_LENGTH],
+                declared=", ".join(topics.plugin_topics()) or "none here",
+            )
+        )
+    return value
+
+
+def webhook_event_data(value: Any) -> dict[str, Any]:
+    """A JSON object (a dict, or its JSON text from a form) of at most 64 KiB."""
+    import json
+
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise tk.Invalid(tk._("Must be a JSON object")) from None
+    if not isinstance(value, dict):
+        raise tk.Invalid(tk._("Must be a JSON object"))
+    try:
+        size = len(json.dumps(value, separators=(",", ":")).encode("utf-8"))
+    except (TypeError, ValueError, UnicodeEncodeError):
+        raise tk.Invalid(tk._("Must be a JSON object")) from None
+    if size > MAX_EVENT_DATA_BYTES:
+        raise tk.Invalid(
+            tk._("Must be at most {max} bytes as JSON").format(max=MAX_EVENT_DATA_BYTES)
+        )
+    return value
