@@ -4,6 +4,7 @@ import pytest
 from ckan.lib import jobs
 from ckan.lib.search import index, query
 
+from tests.live import live_site  # noqa: F401  (a fixture)
 from tests.receiver import Receiver
 
 

@@ -1,0 +1,137 @@
+"""A live CKAN site for end-to-end tests: ``ckan run`` with a Solr stand-in.
+
+It shares the test database and Redis (from the running test's config), so
+the test can prepare data with factories and read the outbox directly.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from ckan.plugins import toolkit as tk
+
+ROOT = Path(__file__).resolve().parents[1]
+CKAN = Path(sys.executable).with_name("ckan")
+STARTUP_DEADLINE = 90
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop(process: subprocess.Popen) -> None:
+    """End a process this test started, with everything it forked."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+class LiveSite:
+    """``ckan run`` on a free port, sharing the test database and Redis."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ini = workdir / "live.ini"
+        self.log = workdir / "ckan-run.log"
+        self.processes: list[subprocess.Popen] = []
+
+    def _start(self, args: list[str], log: Path) -> subprocess.Popen:
+        process = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.processes.append(process)
+        return process
+
+    def _start_solr_standin(self) -> str:
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "solr_standin.py"), "--port", "0"],
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self.processes.append(process)
+        line = process.stdout.readline()
+        assert "listening on" in line, f"Solr stand-in did not start: {line!r}"
+        return line.split("listening on ")[1].strip()
+
+    def _write_ini(self, solr_url: str) -> None:
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.optionxform = str  # keep option names as written
+        parser.read(ROOT / "test.ini")
+        parser["app:main"].update(
+            {
+                "ckan.site_url": self.url,
+                "ckan.site_id": "webhooks_browser",
+                "solr_url": solr_url,
+                "sqlalchemy.url": tk.config["sqlalchemy.url"],
+                "ckan.redis.url": tk.config["ckan.redis.url"],
+                "ckan.storage_path": str(self.workdir / "storage"),
+            }
+        )
+        with self.ini.open("w") as out:
+            parser.write(out)
+
+    def start(self) -> LiveSite:
+        self._write_ini(self._start_solr_standin())
+        server = self._start(
+            [str(CKAN), "-c", str(self.ini), "run", "-H", "127.0.0.1",
+             "-p", str(self.port), "--disable-reloader", "--threaded"],
+            self.log,
+        )  # fmt: skip
+        deadline = time.monotonic() + STARTUP_DEADLINE
+        while time.monotonic() < deadline:
+            assert server.poll() is None, self.log.read_text()[-3000:]
+            try:
+                if requests.get(f"{self.url}/api/3/action/status_show").ok:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"ckan run did not answer:\n{self.log.read_text()}")
+
+    def run_worker(self) -> str:
+        """``ckan jobs worker --burst``: run what is queued, then exit."""
+        done = subprocess.run(
+            [str(CKAN), "-c", str(self.ini), "jobs", "worker", "--burst"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout + done.stderr
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            stop(process)
+
+
+@pytest.fixture
+def live_site(tmp_path: Path) -> Iterator[LiveSite]:
+    site = LiveSite(tmp_path)
+    try:
+        yield site.start()
+    finally:
+        site.stop()
