@@ -101,10 +101,10 @@ stop_demo
 rm -f "$dir"/*.log "$dir/first-event.json"
 
 say "PostgreSQL and Redis"
-bash scripts/services.sh >/dev/null
+WEBHOOKS_BROWSER=0 bash scripts/services.sh >/dev/null
 # The demo's own database and Redis db, fresh on every run.
 psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null
-bash scripts/services.sh "$db" >/dev/null
+WEBHOOKS_BROWSER=0 bash scripts/services.sh "$db" >/dev/null
 redis-cli -h 127.0.0.1 -n "$redis_db" flushdb >/dev/null
 
 say "virtualenv with CKAN 2.11.6 (the first run installs it: a few minutes)"

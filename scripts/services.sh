@@ -45,6 +45,11 @@ if ! have_redis; then
 fi
 have_redis || { echo "services: Redis does not answer on 127.0.0.1:6379" >&2; exit 1; }
 
+# The browser test drives Debian's Chromium (WEBHOOKS_BROWSER=0 skips this).
+if [ "${WEBHOOKS_BROWSER:-1}" = 1 ] && ! command -v chromium >/dev/null; then
+  apt_install chromium
+fi
+
 # ensure_db NAME: create the database if it does not exist.
 ensure_db() {
   psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='$1'" |

@@ -7,9 +7,8 @@ then ``webhook_show(id=hook)``, against ``ckan run``, with a stock
 
 import ckanapi
 import pytest
-from standardwebhooks import Webhook as StandardWebhook
-
 from ckan.tests import factories
+from standardwebhooks import Webhook as StandardWebhook
 
 
 @pytest.mark.ckan_config("ckan.plugins", "webhooks")
