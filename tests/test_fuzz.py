@@ -134,6 +134,8 @@ def world(receiver):
             ],
             "dataset": [dataset["id"], dataset["name"]],
             "organization": [org["id"], org["name"]],
+            "limit": [0, 10, -1, 2**63, 2**70, "5", "1e3", 1.5],
+            "offset": [0, 10, -1, 2**31, 2**63, 2**70, "5", "1e3", 1.5],
         },
     }
 
@@ -206,3 +208,15 @@ def _data(world):
     )
     extra = st.dictionaries(texts, values, max_size=2)
     return st.one_of(fixed, st.tuples(fixed, extra).map(lambda p: {**p[1], **p[0]}))
+
+
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+@pytest.mark.parametrize("action", ["webhook_list", "webhook_delivery_list"])
+@pytest.mark.parametrize("offset", [2**31, 2**63, 2**70, "99999999999999999999"])
+def test_huge_offsets_are_a_validation_error(action, offset, world):
+    data = {"offset": offset}
+    if action == "webhook_delivery_list":
+        data["id"] = world["known"]["id"][0]
+    with pytest.raises(tk.ValidationError) as error:
+        tk.get_action(action)({"user": world["user"], "ignore_auth": False}, data)
+    assert "offset" in error.value.error_dict

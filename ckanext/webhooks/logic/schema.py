@@ -80,6 +80,7 @@ def webhook_list_schema(
     ignore_missing: Validator,
     natural_number_validator: Validator,
     limit_to_configured_maximum: Validator,
+    webhook_offset: Validator,
 ) -> Schema:
     return {
         "limit": [
@@ -87,7 +88,7 @@ def webhook_list_schema(
             natural_number_validator,
             limit_to_configured_maximum("ckan.search.rows_max", 1000),
         ],
-        "offset": [ignore_missing, natural_number_validator],
+        "offset": [ignore_missing, natural_number_validator, webhook_offset],
     }
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "webhook_dataset",
     "webhook_empty_to_none",
     "webhook_event_data",
+    "webhook_offset",
     "webhook_organization",
     "webhook_positive_number",
     "webhook_publishable_topic",
@@ -143,6 +144,16 @@ def webhook_boolean(value: Any) -> bool:
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
     raise tk.Invalid(tk._("Must be true or false"))
+
+
+MAX_OFFSET = 2**31 - 1
+
+
+def webhook_offset(value: int) -> int:
+    """Paging offsets past PostgreSQL's bigint would fail in the query (a 500)."""
+    if value > MAX_OFFSET:
+        raise tk.Invalid(tk._("Must be at most {max}").format(max=MAX_OFFSET))
+    return value
 
 
 def webhook_positive_number(value: Any) -> float:
