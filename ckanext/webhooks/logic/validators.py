@@ -149,9 +149,13 @@ def webhook_boolean(value: Any) -> bool:
 MAX_OFFSET = 2**31 - 1
 
 
-def webhook_offset(value: int) -> int:
-    """Paging offsets past PostgreSQL's bigint would fail in the query (a 500)."""
-    if value > MAX_OFFSET:
+def webhook_offset(value: Any) -> Any:
+    """Paging offsets past PostgreSQL's bigint would fail in the query (a 500).
+
+    navl runs this even after natural_number_validator found the value bad,
+    so anything but an int is left to that validator's error.
+    """
+    if isinstance(value, int) and value > MAX_OFFSET:
         raise tk.Invalid(tk._("Must be at most {max}").format(max=MAX_OFFSET))
     return value
 
