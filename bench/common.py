@@ -126,16 +126,18 @@ def prepare_database(ini: Path = BENCH_INI) -> None:
         have = conn.execute(
             sa.text(
                 "SELECT to_regclass('public.package') IS NOT NULL, "
-                "to_regclass('public.webhook_delivery') IS NOT NULL"
+                "to_regclass('public.webhook') IS NOT NULL"
             )
         ).one()
     engine.dispose()
     if not have[0]:
         subprocess.run([CKAN_CLI, "-c", str(ini), "db", "init"], check=True)
-    if not have[1]:
-        subprocess.run(
-            [CKAN_CLI, "-c", str(ini), "db", "upgrade", "-p", "webhooks"], check=True
-        )
+    # Always: applies the extension's newer migrations to an older database.
+    subprocess.run(
+        [CKAN_CLI, "-c", str(ini), "db", "upgrade", "-p", "webhooks"],
+        check=True,
+        capture_output=have[1],
+    )
 
 
 def load_ckan(ini: Path = BENCH_INI) -> Any:
@@ -356,6 +358,15 @@ def _status_kb(pid: int, field: str) -> int:
     return 0
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time ``pid`` used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Worker:
     """A stock ``ckan jobs worker`` subprocess, and the peak memory of the
     work horses it forks (one per job: that is where delivery runs)."""
@@ -372,6 +383,7 @@ class Worker:
             start_new_session=True,
         )
         self.horse_peak_kb: dict[int, int] = {}
+        self.horse_cpu: dict[int, float] = {}
         self.worker_peak_kb = 0
         self._watching = True
         self._watcher = threading.Thread(target=self._watch, daemon=True)
@@ -388,6 +400,9 @@ class Worker:
                     self.horse_peak_kb[child] = max(
                         peak, self.horse_peak_kb.get(child, 0)
                     )
+                cpu = _cpu_seconds(child)
+                if cpu:
+                    self.horse_cpu[child] = max(cpu, self.horse_cpu.get(child, 0.0))
             time.sleep(0.02)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
@@ -404,9 +419,6 @@ class Worker:
                     return
             time.sleep(0.05)
         raise RuntimeError(f"worker not ready after {timeout}s, see {self.log_path}")
-
-    def forget_horses(self) -> None:
-        self.horse_peak_kb.clear()
 
     def stop(self) -> None:
         self._watching = False

@@ -40,6 +40,7 @@ from common import (
     verdict,
     wake_and_wait_for_start,
 )
+
 from receiver import ReceiverProcess
 
 TARGET_RATE = 500.0
@@ -129,6 +130,7 @@ def worker_run(
             (kb for w in pool for kb in w.horse_peak_kb.values()), default=0
         )
         / 1024,
+        "cpu_ms": 1000 * sum(c for w in pool for c in w.horse_cpu.values()) / total,
         "worker_peak_mb": max(w.worker_peak_kb for w in pool) / 1024,
     }
 
@@ -137,7 +139,8 @@ def describe(label: str, run: dict[str, Any]) -> None:
     print(
         f"{label:<28} {run['received']:>6}/{run['total']:<6} in "
         f"{run['seconds']:6.2f} s = {run['rate']:7.0f}/s  "
-        f"dup {run['duplicates']}  horse peak RSS {run['horse_peak_mb']:.0f} MB  "
+        f"dup {run['duplicates']}  horse CPU {run['cpu_ms']:.2f} ms/delivery  "
+        f"peak RSS {run['horse_peak_mb']:.0f} MB  "
         f"outcomes {run['outcomes']}"
     )
 

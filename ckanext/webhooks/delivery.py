@@ -94,7 +94,7 @@ _EXPAND = text(
         UPDATE webhook_event e SET expanded = true
         FROM claimed WHERE e.id = claimed.id
         RETURNING e.id, e.topic, e.package_id, e.organization_id,
-                  e.previous_package_id, e.previous_organization_id
+                  e.previous_package_id, e.previous_organization_id, e.sequence
     ), inserted AS (
         INSERT INTO webhook_delivery
             (event_id, webhook_id, status, attempts, next_attempt_at,
@@ -109,6 +109,9 @@ _EXPAND = text(
          AND (w.organization_id IS NULL
               OR w.organization_id IN (m.organization_id,
                                        m.previous_organization_id))
+        -- An event's deliveries get neighbouring ids, so they are claimed
+        -- together and share one view of the entity per batch.
+        ORDER BY m.sequence, w.id
         ON CONFLICT ON CONSTRAINT uq_webhook_delivery DO NOTHING
         RETURNING 1
     )
@@ -368,24 +371,57 @@ def build_request(
     return body, headers
 
 
+# A batch of outcomes is written with one statement per table, the rows
+# passed as arrays (see _columns): row-by-row executemany costs a round trip
+# per row, which made recording slower than sending.
 _RECORD_ATTEMPT = text(
     """
     INSERT INTO webhook_attempt
         (delivery_id, webhook_id, event_id, topic, attempt, created,
          status_code, error, latency_ms, response, outcome)
-    VALUES (:delivery_id, :webhook_id, :event_id, :topic, :attempt, :created,
-            :status_code, :error, :latency_ms, :response, :outcome)
+    SELECT * FROM unnest(
+        CAST(:delivery_id AS bigint[]), CAST(:webhook_id AS text[]),
+        CAST(:event_id AS text[]), CAST(:topic AS text[]),
+        CAST(:attempt AS integer[]), CAST(:created AS timestamp[]),
+        CAST(:status_code AS integer[]), CAST(:error AS text[]),
+        CAST(:latency_ms AS integer[]), CAST(:response AS text[]),
+        CAST(:outcome AS text[]))
     """
 )
 
 _UPDATE_DELIVERY = text(
     """
-    UPDATE webhook_delivery
-    SET status = :status, next_attempt_at = :next_attempt_at, lease_until = NULL,
-        updated = :now, last_status_code = :status_code, last_error = :error
-    WHERE id = :delivery_id
+    UPDATE webhook_delivery d
+    SET status = u.status, next_attempt_at = u.next_attempt_at,
+        lease_until = NULL, updated = u.updated,
+        last_status_code = u.status_code, last_error = u.error
+    FROM unnest(
+        CAST(:delivery_id AS bigint[]), CAST(:status AS text[]),
+        CAST(:next_attempt_at AS timestamp[]), CAST(:now AS timestamp[]),
+        CAST(:status_code AS integer[]), CAST(:error AS text[])
+    ) AS u(id, status, next_attempt_at, updated, status_code, error)
+    WHERE d.id = u.id
     """
 )
+
+_LOCK_WEBHOOKS = text(
+    "SELECT id FROM webhook WHERE id = ANY(CAST(:ids AS text[])) "
+    "ORDER BY id FOR NO KEY UPDATE"
+)
+
+_UPDATE_LAST_DELIVERY = text(
+    """
+    UPDATE webhook w
+    SET last_delivery_at = :now, last_delivery_status = u.status
+    FROM unnest(CAST(:ids AS text[]), CAST(:statuses AS text[])) AS u(id, status)
+    WHERE w.id = u.id
+    """
+)
+
+
+def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Rows as one list per column, for the unnest() statements above."""
+    return {key: [row[key] for row in rows] for key in rows[0]}
 
 
 class Deliverer:
@@ -400,6 +436,10 @@ class Deliverer:
         lease_seconds = 3 * cfg.timeout() + 5
         self.lease = datetime.timedelta(seconds=lease_seconds)
         self.stats = {"sent": 0, "succeeded": 0, "failed": 0, "skipped": 0}
+        # What each owner saw of each event in the previous batch: an event's
+        # deliveries often span two batches and need not run package_show
+        # again (the view was taken after the event, so it is still valid).
+        self._seen: dict[tuple[str, str | None], Any] = {}
 
     def close(self) -> None:
         self.transport.close()
@@ -434,17 +474,27 @@ class Deliverer:
     def prepare(self, claims: list[Claim]) -> tuple[list[Prepared], list[Claim]]:
         views = EntityViews()
         ready, skipped = [], []
+        seen: dict[tuple[str, str | None], Any] = {}
         for claim in claims:
             if not claim.webhook.active and claim.event.topic != topics.PING:
                 skipped.append(claim)
                 continue
-            try:
-                entity = views.entity(claim.event, claim.webhook)
-            except Skip:
+            key = (claim.event.id, claim.webhook.owner_id)
+            if key not in seen:
+                if key in self._seen:
+                    seen[key] = self._seen[key]
+                else:
+                    try:
+                        seen[key] = views.entity(claim.event, claim.webhook)
+                    except Skip as hidden:
+                        seen[key] = hidden
+            entity = seen[key]
+            if isinstance(entity, Skip):
                 skipped.append(claim)
                 continue
             body, headers = build_request(claim.event, claim.webhook, entity)
             ready.append(Prepared(claim, body, headers))
+        self._seen = seen
         return ready, skipped
 
     def send(self, prepared: Prepared) -> Outcome:
@@ -530,9 +580,9 @@ class Deliverer:
                 }
             )
         if attempts:
-            model.Session.execute(_RECORD_ATTEMPT, attempts)
+            model.Session.execute(_RECORD_ATTEMPT, _columns(attempts))
         if updates:
-            model.Session.execute(_UPDATE_DELIVERY, updates)
+            model.Session.execute(_UPDATE_DELIVERY, _columns(updates))
         self._update_webhooks(results, succeeded_hooks, given_up, gone, now)
         model.Session.commit()
 
@@ -543,17 +593,13 @@ class Deliverer:
                 str(outcome.status) if outcome.status is not None else outcome.error
             )
         if last:
-            # Rows in id order: workers recording the same webhooks at the
-            # same time then wait for each other instead of deadlocking.
+            # Locked in id order first: workers recording the same webhooks at
+            # the same time then wait for each other instead of deadlocking.
+            ids = sorted(last)
+            model.Session.execute(_LOCK_WEBHOOKS, {"ids": ids})
             model.Session.execute(
-                text(
-                    "UPDATE webhook SET last_delivery_at = :now, "
-                    "last_delivery_status = :status WHERE id = :id"
-                ),
-                [
-                    {"now": now, "status": s, "id": i}
-                    for i, s in sorted(last.items())
-                ],
+                _UPDATE_LAST_DELIVERY,
+                {"now": now, "ids": ids, "statuses": [last[i] for i in ids]},
             )
         if succeeded:
             model.Session.execute(
