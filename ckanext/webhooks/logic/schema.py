@@ -78,17 +78,16 @@ def webhook_id_schema(not_empty: Validator, webhook_string: Validator) -> Schema
 @validator_args
 def webhook_list_schema(
     ignore_missing: Validator,
-    natural_number_validator: Validator,
     limit_to_configured_maximum: Validator,
-    webhook_offset: Validator,
+    webhook_natural_number: Validator,
 ) -> Schema:
     return {
         "limit": [
             ignore_missing,
-            natural_number_validator,
+            webhook_natural_number,
             limit_to_configured_maximum("ckan.search.rows_max", 1000),
         ],
-        "offset": [ignore_missing, natural_number_validator, webhook_offset],
+        "offset": [ignore_missing, webhook_natural_number],
     }
 
 

@@ -18,7 +18,7 @@ __all__ = [
     "webhook_dataset",
     "webhook_empty_to_none",
     "webhook_event_data",
-    "webhook_offset",
+    "webhook_natural_number",
     "webhook_organization",
     "webhook_positive_number",
     "webhook_publishable_topic",
@@ -146,18 +146,26 @@ def webhook_boolean(value: Any) -> bool:
     raise tk.Invalid(tk._("Must be true or false"))
 
 
-MAX_OFFSET = 2**31 - 1
+MAX_PAGING_NUMBER = 2**31 - 1
 
 
-def webhook_offset(value: Any) -> Any:
-    """Paging offsets past PostgreSQL's bigint would fail in the query (a 500).
+def webhook_natural_number(key: Any, data: Any, errors: Any, context: Any) -> None:
+    """A paging number: an int or digits, 0 or more, small enough for SQL.
 
-    navl runs this even after natural_number_validator found the value bad,
-    so anything but an int is left to that validator's error.
+    Stops the chain on anything else: navl runs later validators even after
+    an error, and CKAN's own number validators then fail on a list, an empty
+    string or a number past PostgreSQL's bigint (a 500).
     """
-    if isinstance(value, int) and value > MAX_OFFSET:
-        raise tk.Invalid(tk._("Must be at most {max}").format(max=MAX_OFFSET))
-    return value
+    value = data.get(key)
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        errors[key].append(tk._("Must be a whole number, 0 or more"))
+        raise StopOnError
+    if value > MAX_PAGING_NUMBER:
+        errors[key].append(tk._("Must be at most {max}").format(max=MAX_PAGING_NUMBER))
+        raise StopOnError
+    data[key] = value
 
 
 def webhook_positive_number(value: Any) -> float:
