@@ -1,7 +1,6 @@
 """How CKAN actions map to webhook topics (the table in README.rst)."""
 
 import pytest
-
 from ckan.tests import factories, helpers
 
 from tests.helpers import events

@@ -8,10 +8,9 @@ import sys
 import time
 from typing import Any
 
-import click
-
 import ckan.model as model
 import ckan.plugins.toolkit as tk
+import click
 
 __all__ = ["webhooks"]
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import datetime
 
-from sqlalchemy import text
-
 import ckan.model as model
+from sqlalchemy import text
 
 from ckanext.webhooks import config as cfg
 from ckanext.webhooks.model import utcnow

@@ -163,7 +163,7 @@ def redeliver(id: str) -> Any:
         entry["id"] for entry in _call("webhook_delivery_list", {"id": id})
     }:
         return tk.abort(404, tk._("No such entry in this webhook's delivery log"))
-    _call("webhook_redeliver", {"id": attempt_id})
+    _call("webhook_redeliver", {"id": attempt_id, "webhook_id": id})
     tk.h.flash_success(
         tk._(
             "The event is queued for delivery again; the new attempt appears "

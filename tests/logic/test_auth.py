@@ -107,7 +107,7 @@ def data_for(action: str, world: World, webhook_id: str | None) -> dict:
     if action == "webhook_update":
         return {"id": webhook_id, "topic": "dataset/update"}
     if action == "webhook_redeliver":
-        return {"id": world.delivery(webhook_id)["id"]}
+        return {"id": world.delivery(webhook_id)["id"], "webhook_id": webhook_id}
     return {"id": webhook_id}
 
 

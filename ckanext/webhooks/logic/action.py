@@ -285,10 +285,14 @@ def webhook_redeliver(context: Context, data_dict: DataDict) -> dict[str, Any]:
 
     :param id: a delivery log entry id (from ``webhook_delivery_list``) or an
         event id (``evt_...``: every webhook of the caller that got it)
+    :param webhook_id: only this webhook's delivery. Needed with a log entry
+        id of an anonymous webhook: log ids are sequential, so holding the
+        webhook's id is what proves control of it.
     """
     tk.check_access("webhook_redeliver", context, data_dict)
-    data = _validate(context, data_dict, schema.webhook_id_schema())
+    data = _validate(context, data_dict, schema.webhook_redeliver_schema())
     target = data["id"]
+    caller = _caller(context)
     query = model.Session.query(WebhookDelivery)
     if target.startswith("evt_"):
         deliveries = query.filter(WebhookDelivery.event_id == target).all()
@@ -301,6 +305,14 @@ def webhook_redeliver(context: Context, data_dict: DataDict) -> dict[str, Any]:
         )
     else:
         deliveries = []
+    if data.get("webhook_id"):
+        deliveries = [d for d in deliveries if d.webhook_id == data["webhook_id"]]
+    elif not target.startswith("evt_") and not (caller and caller.sysadmin):
+        deliveries = [
+            d
+            for d in deliveries
+            if model.Session.get(Webhook, d.webhook_id).owner_id is not None
+        ]
     allowed = []
     for item in deliveries:
         try:

@@ -10,6 +10,7 @@ __all__ = [
     "webhook_event_publish_schema",
     "webhook_id_schema",
     "webhook_list_schema",
+    "webhook_redeliver_schema",
     "webhook_update_schema",
 ]
 
@@ -111,4 +112,14 @@ def webhook_event_publish_schema(
             ignore_missing,
             webhook_organization,
         ],
+    }
+
+
+@validator_args
+def webhook_redeliver_schema(
+    not_empty: Validator, ignore_missing: Validator, webhook_string: Validator
+) -> Schema:
+    return {
+        "id": [not_empty, webhook_string],
+        "webhook_id": [ignore_missing, webhook_string],
     }
