@@ -149,8 +149,20 @@ def load_ckan(ini: Path = BENCH_INI) -> Any:
 
     logging.config.fileConfig(str(ini), disable_existing_loggers=False)
     app = make_app(CKANConfigLoader(str(ini)).get_config())
-    app._wsgi_app.test_request_context().push()
+    # Actions called here (seeding) need a request context. HTTP requests made
+    # through the app must not share it: see setup_done().
+    _setup_contexts.append(app._wsgi_app.test_request_context())
+    _setup_contexts[-1].push()
     return app
+
+
+_setup_contexts: list[Any] = []
+
+
+def setup_done() -> None:
+    """Leave the seeding request context before timing requests to the app."""
+    while _setup_contexts:
+        _setup_contexts.pop().pop()
 
 
 def reset_state() -> None:
