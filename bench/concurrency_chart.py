@@ -52,7 +52,9 @@ def draw(
             ha="center",
             fontsize=8,
         )
-    axes.axhline(plain, linestyle="--", color="grey", label="plain requests.Session loop")
+    axes.axhline(
+        plain, linestyle="--", color="grey", label="plain requests.Session loop"
+    )
     axes.axhline(500, linestyle=":", color="red", label="target: 500 deliveries/s")
     axes.set_xscale("log")
     axes.set_xticks(levels)
