@@ -1,6 +1,6 @@
 """Cost of the plugin on the write path: package_update through the action API.
 
-    python bench/write_path.py [--webhooks 10000] [--rounds 10] [--per-round 20]
+    python bench/write_path.py [--webhooks 10000] [--rounds 20] [--per-round 20]
 
 One process, one dataset, 10,000 registered webhooks of which 1% match the
 dataset's updates. The same ``POST /api/3/action/package_update`` is timed
@@ -174,7 +174,7 @@ def explain_matching(client: Any, token: str, dataset: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--webhooks", type=int, default=10_000)
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--per-round", type=int, default=20)
     parser.add_argument(
         "--keep", action="store_true", help="leave the webhooks in the database"
