@@ -8,6 +8,7 @@ deliveries are always made by real ``ckan jobs worker`` subprocesses.
 
 from __future__ import annotations
 
+import atexit
 import configparser
 import logging.config
 import os
@@ -47,6 +48,7 @@ def ini_with(**options: Any) -> Path:
     handle, name = tempfile.mkstemp(prefix="webhooks-bench-", suffix=".ini")
     with os.fdopen(handle, "w") as ini:
         parser.write(ini)
+    atexit.register(Path(name).unlink, missing_ok=True)
     return Path(name)
 
 
