@@ -33,6 +33,7 @@ from ckanext.webhooks import __version__, signing, topics
 from ckanext.webhooks import config as cfg
 from ckanext.webhooks.http import Outcome, Policy, Transport
 from ckanext.webhooks.interfaces import IWebhooks
+from ckanext.webhooks.matching import matching_webhooks_sql
 from ckanext.webhooks.model import Webhook, WebhookEvent, utcnow
 
 __all__ = [
@@ -83,7 +84,7 @@ def _clear_wake_key() -> None:
 
 
 _EXPAND = text(
-    """
+    f"""
     WITH claimed AS (
         SELECT id FROM webhook_event
         WHERE NOT expanded
@@ -101,14 +102,15 @@ _EXPAND = text(
              created, updated)
         SELECT m.id, w.id, 'pending', 0, :now, :now, :now
         FROM marked m
-        JOIN webhook w
-          ON w.active
-         AND w.topic IN (m.topic, split_part(m.topic, '/', 1) || '/*', '*')
-         AND (w.package_id IS NULL
-              OR w.package_id IN (m.package_id, m.previous_package_id))
-         AND (w.organization_id IS NULL
-              OR w.organization_id IN (m.organization_id,
-                                       m.previous_organization_id))
+        CROSS JOIN LATERAL ({
+        matching_webhooks_sql(
+            topics="ARRAY[m.topic, split_part(m.topic, '/', 1) || '/*', '*']",
+            package_id="m.package_id",
+            previous_package_id="m.previous_package_id",
+            organization_id="m.organization_id",
+            previous_organization_id="m.previous_organization_id",
+        )
+    }) w
         -- An event's deliveries get neighbouring ids, so they are claimed
         -- together and share one view of the entity per batch.
         ORDER BY m.sequence, w.id

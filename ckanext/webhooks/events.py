@@ -27,6 +27,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import inspect, text
 
 from ckanext.webhooks import topics
+from ckanext.webhooks.matching import matching_webhooks_sql
 from ckanext.webhooks.model import make_event_id, utcnow
 
 __all__ = ["publish", "record_change", "register_session_listeners"]
@@ -45,7 +46,7 @@ _TRACKED = {
 }
 
 _INSERT_EVENT = text(
-    """
+    f"""
     INSERT INTO webhook_event
         (id, topic, entity_type, entity_id, package_id, organization_id,
          previous_package_id, previous_organization_id, private, snapshot,
@@ -53,16 +54,15 @@ _INSERT_EVENT = text(
     SELECT :id, :topic, :entity_type, :entity_id, :package_id,
            :organization_id, :previous_package_id, :previous_organization_id,
            :private, :snapshot, :created, false
-    WHERE :always OR EXISTS (
-        SELECT 1 FROM webhook w
-        WHERE w.active
-          AND w.topic = ANY(:subscriptions)
-          AND (w.package_id IS NULL
-               OR w.package_id IN (:package_id, :previous_package_id))
-          AND (w.organization_id IS NULL
-               OR w.organization_id IN (:organization_id,
-                                        :previous_organization_id))
-    )
+    WHERE EXISTS ({
+        matching_webhooks_sql(
+            topics="CAST(:subscriptions AS text[])",
+            package_id=":package_id",
+            previous_package_id=":previous_package_id",
+            organization_id=":organization_id",
+            previous_organization_id=":previous_organization_id",
+        )
+    })
     """
 )
 
@@ -186,7 +186,7 @@ def _first_time(session: Any, topic: str, entity_id: str, kind: str) -> bool:
     return True
 
 
-def _insert(session: Any, always: bool = False, **event: Any) -> str | None:
+def _insert(session: Any, **event: Any) -> str | None:
     """Write the event if some webhook could want it; return its id if so."""
     event.setdefault("previous_package_id", None)
     event.setdefault("previous_organization_id", None)
@@ -196,7 +196,6 @@ def _insert(session: Any, always: bool = False, **event: Any) -> str | None:
         {
             "id": event_id,
             "created": utcnow(),
-            "always": always,
             "subscriptions": topics.matching_subscriptions(event["topic"]),
             **event,
         },

@@ -76,13 +76,28 @@ class Webhook(tk.BaseModel):
     last_delivery_at = Column(DateTime, nullable=True)
     last_delivery_status = Column(UnicodeText, nullable=True)
 
+    # One partial index per kind of subscription (see events.MATCHING).
     __table_args__ = (
         Index(
-            "ix_webhook_match",
-            "topic",
+            "ix_webhook_follows_dataset",
             "package_id",
+            "topic",
+            postgresql_where=text("active AND package_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_webhook_follows_organization",
             "organization_id",
-            postgresql_where=text("active"),
+            "topic",
+            postgresql_where=text(
+                "active AND package_id IS NULL AND organization_id IS NOT NULL"
+            ),
+        ),
+        Index(
+            "ix_webhook_follows_site",
+            "topic",
+            postgresql_where=text(
+                "active AND package_id IS NULL AND organization_id IS NULL"
+            ),
         ),
         Index("ix_webhook_address", "address"),
     )
