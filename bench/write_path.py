@@ -242,8 +242,11 @@ def main() -> None:
     ):
         print(f"\nEXPLAIN ANALYZE of the outbox INSERT, update of {title}:")
         print(text)
-        uses_index = "ix_webhook_match" in text
-        print(f"matching uses ix_webhook_match: {'yes' if uses_index else 'NO'}")
+        uses_index = "ix_webhook_follows" in text and "Seq Scan on webhook" not in text
+        print(
+            "matching is an index lookup (ix_webhook_follows_*, no Seq Scan): "
+            f"{'yes' if uses_index else 'NO'}"
+        )
 
 
 if __name__ == "__main__":

@@ -39,6 +39,9 @@ _PRIOR = "webhooks_prior"  # {(class, id, attribute): value before the transacti
 _SEEN = "webhooks_seen"  # {(topic, entity id)} recorded in this transaction
 _WAKE = "webhooks_wake"  # events were recorded: wake the queue after commit
 
+# CKAN 2.11 keeps group extras in a table of their own; 2.12 in the group row.
+_GROUP_EXTRA = getattr(model, "GroupExtra", None)
+
 _TRACKED = {
     model.Package: ("state", "private", "owner_org"),
     model.Resource: ("state", "package_id"),
@@ -263,7 +266,7 @@ def _record_group_changes(session: Any) -> None:
                 # A changed extra is an update of its group. Memberships are
                 # not announced: who is a member stays with the members, and
                 # a dataset joining a group is a dataset/update.
-                if isinstance(obj, model.GroupExtra):
+                if _GROUP_EXTRA is not None and isinstance(obj, _GROUP_EXTRA):
                     group, operation_ = obj.group, DomainObjectOperation.changed
                 # The group's own new/deleted operation beats an extra's.
                 if group is not None and (group.id not in changes or group is obj):
