@@ -50,3 +50,26 @@ def test_ckanapi_create_show_deliver_delete(live_site, receiver):
     anonymous.action.webhook_delete(id=hook)
     with pytest.raises(ckanapi.NotFound):
         anonymous.action.webhook_show(id=hook)
+
+
+@pytest.mark.ckan_config("ckan.plugins", "webhooks")
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+def test_parallel_creates_cannot_pass_the_address_limit(live_site):
+    """30 anonymous creates at once for one address: the limit (20) holds."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    from tests.helpers import count
+
+    url = f"{live_site.url}/api/3/action/webhook_create"
+    body = {"topic": "dataset/update", "address": "https://example.com/same"}
+
+    def create(_):
+        return requests.post(url, json=body, timeout=60).status_code
+
+    with ThreadPoolExecutor(30) as pool:
+        statuses = list(pool.map(create, range(30)))
+    assert statuses.count(200) == 20
+    assert statuses.count(409) == 10  # CKAN's status for a ValidationError
+    assert count("webhook") == 20

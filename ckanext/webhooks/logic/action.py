@@ -10,7 +10,7 @@ import ckan.model as model
 import ckan.plugins.toolkit as tk
 from ckan.lib.navl.dictization_functions import DataError
 from ckan.types import Context, DataDict
-from sqlalchemy import func
+from sqlalchemy import func, text
 
 from ckanext.webhooks import config as cfg
 from ckanext.webhooks import delivery, events, topics
@@ -109,11 +109,22 @@ def _caller(context: Context) -> model.User | None:
     return model.User.get(name) if name else None
 
 
+def _serialize(key: str) -> None:
+    """Hold a transaction-scoped lock on ``key``: concurrent creates queue here,
+    so a limit checked by counting cannot be passed by creating in parallel."""
+    model.Session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+        {"key": f"ckanext-webhooks:{key}"},
+    )
+
+
 def _check_limits(user: model.User | None, address: str) -> None:
     if user is not None and user.sysadmin:
         return
     if user is not None:
         limit = cfg.max_webhooks_per_user()
+        if limit:
+            _serialize(f"user:{user.id}")
         owned = model.Session.query(func.count(Webhook.id)).filter(
             Webhook.owner_id == user.id
         )
@@ -130,6 +141,8 @@ def _check_limits(user: model.User | None, address: str) -> None:
             )
     else:
         limit = cfg.max_webhooks_per_address()
+        if limit:
+            _serialize(f"address:{address}")
         same = model.Session.query(func.count(Webhook.id)).filter(
             Webhook.address == address, Webhook.owner_id.is_(None)
         )
