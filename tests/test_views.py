@@ -147,6 +147,34 @@ class TestCreateForm:
         assert hook["organization"] is None
         assert f"/webhooks/{hook['id']}" in response.request.path
 
+    def test_custom_topic_is_typed(self, browser, user):
+        response = browser.submit(
+            "/webhooks/new",
+            "/webhooks/new",
+            {
+                "topic": "dataset/update",
+                "custom_topic": "custom/harvest/finished",
+                "address": "http://127.0.0.1:9/hook",
+            },
+        )
+        assert "Webhook created." in response.body
+        [hook] = helpers.call_action("webhook_list", {"user": user["name"]})
+        assert hook["topic"] == "custom/harvest/finished"
+
+    def test_bad_custom_topic_is_a_field_error(self, browser, user):
+        body = browser.submit(
+            "/webhooks/new",
+            "/webhooks/new",
+            {
+                "topic": "dataset/update",
+                "custom_topic": "custom/Not OK",
+                "address": "http://127.0.0.1:9/hook",
+            },
+        ).body
+        assert "Unknown topic" in body
+        assert 'value="custom/Not OK"' in body
+        assert helpers.call_action("webhook_list", {"user": user["name"]}) == []
+
     def test_shows_field_errors_and_keeps_the_input(self, browser, user):
         response = browser.submit(
             "/webhooks/new",

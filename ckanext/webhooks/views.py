@@ -74,9 +74,12 @@ def index() -> Any:
 
 def _topic_options() -> list[dict[str, str]]:
     labels = {
-        "*": tk._("* (every dataset and resource event)"),
+        "*": tk._("* (every event)"),
         "dataset/*": tk._("dataset/* (created, updated or deleted)"),
         "resource/*": tk._("resource/* (created, updated or deleted)"),
+        "organization/*": tk._("organization/* (created, updated or deleted)"),
+        "group/*": tk._("group/* (created, updated or deleted)"),
+        "custom/*": tk._("custom/* (every custom event)"),
     }
     return [
         {"value": topic, "text": labels.get(topic, topic)}
@@ -98,6 +101,10 @@ def new() -> Any:
         data = {field: tk.request.form.get(field, "").strip() for field in FORM_FIELDS}
         # Empty optional filters mean "no filter", not "a dataset named ''".
         submitted = {key: value for key, value in data.items() if value}
+        # A custom/<name> topic is typed rather than picked from the list.
+        data["custom_topic"] = tk.request.form.get("custom_topic", "").strip()
+        if data["custom_topic"]:
+            submitted["topic"] = data["custom_topic"]
         try:
             webhook_id = tk.get_action("webhook_create")(_context(), submitted)
         except tk.ValidationError as error:
