@@ -22,6 +22,7 @@ import logging
 from typing import Any
 
 import ckan.model as model
+import ckan.plugins as p
 from ckan.model.domain_object import DomainObjectOperation
 from sqlalchemy import event as sa_event
 from sqlalchemy import inspect, text
@@ -68,6 +69,11 @@ _INSERT_EVENT = text(
     })
     """
 )
+
+
+_SAVEPOINT = text("SAVEPOINT ckanext_webhooks_event")
+_ROLLBACK_TO_SAVEPOINT = text("ROLLBACK TO SAVEPOINT ckanext_webhooks_event")
+_RELEASE_SAVEPOINT = text("RELEASE SAVEPOINT ckanext_webhooks_event")
 
 
 def _remember_prior_values(session: Any, flush_context: Any, instances: Any) -> None:
@@ -194,15 +200,26 @@ def _insert(session: Any, **event: Any) -> str | None:
     event.setdefault("previous_package_id", None)
     event.setdefault("previous_organization_id", None)
     event_id = make_event_id()
-    result = session.execute(
-        _INSERT_EVENT,
-        {
-            "id": event_id,
-            "created": utcnow(),
-            "subscriptions": topics.matching_subscriptions(event["topic"]),
-            **event,
-        },
-    )
+    # In a savepoint: should this statement fail (say the tables are not
+    # migrated yet), PostgreSQL would otherwise abort the whole transaction
+    # and with it the user's change. Now only the event is lost, loudly.
+    # Plain SQL, not Session.begin_nested(), which would flush and fire the
+    # session's commit hooks (CKAN's notify among them) for the savepoint.
+    session.execute(_SAVEPOINT)
+    try:
+        result = session.execute(
+            _INSERT_EVENT,
+            {
+                "id": event_id,
+                "created": utcnow(),
+                "subscriptions": topics.matching_subscriptions(event["topic"]),
+                **event,
+            },
+        )
+    except Exception:
+        session.execute(_ROLLBACK_TO_SAVEPOINT)
+        raise
+    session.execute(_RELEASE_SAVEPOINT)
     if result.rowcount:
         session.info[_WAKE] = True
         return event_id
@@ -251,7 +268,7 @@ def record_change(entity: Any, operation: str) -> None:
 def _record_group_changes(session: Any) -> None:
     """Organization and group events, from CKAN's per-transaction object cache."""
     cache = getattr(session, "_object_cache", None)
-    if not cache:
+    if not cache or not p.plugin_loaded("webhooks"):
         return
     try:
         changes: dict[str, tuple[model.Group, str]] = {}
