@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import ckan.plugins as p
 import ckan.plugins.toolkit as tk
 
 from ckanext.webhooks import events
+
+log = logging.getLogger(__name__)
 
 # The transaction hooks (prior states, wake-up after commit) must exist before
 # the first change; they only act on what ``notify`` recorded.
@@ -29,4 +32,9 @@ class WebhooksPlugin(p.SingletonPlugin):
 
     # IDomainObjectModification
     def notify(self, entity: Any, operation: str) -> None:
-        events.record_change(entity, operation)
+        # Never let an event cost the user their change (CKAN 2.12 no longer
+        # swallows errors raised here): log it loudly instead.
+        try:
+            events.record_change(entity, operation)
+        except Exception:
+            log.exception("webhooks: could not record the event of a change")
