@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 import tempfile
@@ -63,6 +65,17 @@ class Site:
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
+
+    @staticmethod
+    def stop(process: subprocess.Popen) -> None:
+        """Kill a process from popen() with everything it forked.
+
+        CKAN 2.12's worker forks an RQ scheduler; killing only the worker
+        would leave that running, moving jobs around for later tests.
+        """
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
     def work(self, timeout: float = 120) -> subprocess.CompletedProcess:
         """`ckan jobs worker --burst`: the stock worker, until the queue is empty."""

@@ -5,9 +5,7 @@ message per (event, webhook), delivered the distinct ones that arrived,
 duplicates the extra copies.
 """
 
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -138,8 +136,7 @@ class TestNothingLost:
         for dataset in datasets:
             helpers.call_action("package_patch", id=dataset["id"], title="changed")
         assert receiver.wait_for(5, timeout=60)
-        os.killpg(worker.pid, signal.SIGKILL)  # the worker and its work horse
-        worker.wait()
+        site.stop(worker)  # the worker and its work horse, mid-batch
         assert len(receiver.unique_messages()) < 50
         deliver_until(site, receiver, 50, seconds=90)
         delivered, duplicates = report(receiver, 50)
@@ -184,8 +181,7 @@ class TestNothingLost:
                 time.sleep(0.5)
         finally:
             for worker in workers:
-                os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait()
+                site.stop(worker)
         delivered, duplicates = report(receiver, 200)
         assert len(delivered) == 200
         assert duplicates == 0

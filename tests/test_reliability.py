@@ -62,8 +62,7 @@ class TestRetriesWithTheStockWorker:
             assert receiver.wait_for(3, timeout=45)
         finally:
             for process in (worker, dispatcher):
-                process.kill()
-                process.wait()
+                site.stop(process)
         assert receiver.received[-1].json["entity"]["title"] == "x"
         assert len({r.headers["webhook-id"] for r in receiver.received}) == 1
 
