@@ -95,23 +95,17 @@ def webhook_list_schema(
 @validator_args
 def webhook_event_publish_schema(
     not_empty: Validator,
-    ignore_missing: Validator,
     webhook_string: Validator,
     webhook_publishable_topic: Validator,
     webhook_event_data: Validator,
-    webhook_dataset: Validator,
-    webhook_organization: Validator,
 ) -> Schema:
+    # The dataset and organization fields are those of a webhook's filters.
+    filters = webhook_create_schema()
     return {
         "topic": [not_empty, webhook_string, not_empty, webhook_publishable_topic],
         "data": [not_empty, webhook_event_data],
-        "dataset": [ignore_missing, webhook_string, ignore_missing, webhook_dataset],
-        "organization": [
-            ignore_missing,
-            webhook_string,
-            ignore_missing,
-            webhook_organization,
-        ],
+        "dataset": filters["dataset"],
+        "organization": filters["organization"],
     }
 
 
