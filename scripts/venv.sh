@@ -6,9 +6,18 @@ version=${1:-2.11.6}
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv=${WEBHOOKS_VENV_DIR:-$root/.venvs}/ckan-$version
 stamp=$venv/.ckanext-webhooks-installed
-want=$(cat "$root/setup.py" "$root/dev-requirements.txt" "$0" | sha1sum | cut -c1-12)
+want=$(cat "$root/pyproject.toml" "$root/setup.py" "$root/dev-requirements.txt" "$0" \
+  | sha1sum | cut -c1-12)
 
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+current() { [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; }
+
+if ! current; then
+  # Test runs started side by side wait for one install instead of racing.
+  mkdir -p "$(dirname "$venv")"
+  exec 9>"$venv.lock"
+  flock 9
+fi
+if ! current; then
   echo "venv: installing CKAN $version into $venv (a minute or two, once)" >&2
   python3 -m venv "$venv"
   pip=("$venv/bin/pip" install -q --disable-pip-version-check)

@@ -1,4 +1,12 @@
-__version__ = "1.0.0"
+from importlib.metadata import PackageNotFoundError, version
+
+__all__ = ["__version__", "publish"]
+
+try:
+    # The version is written once, in pyproject.toml.
+    __version__ = version("ckanext-webhooks")
+except PackageNotFoundError:  # a checkout on sys.path that was never installed
+    __version__ = "0+unknown"
 
 
 def publish(topic, data, *, dataset=None, organization=None):
