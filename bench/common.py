@@ -175,12 +175,12 @@ def reset_state() -> None:
     from sqlalchemy import text
 
     from ckanext.webhooks import config as cfg
-    from ckanext.webhooks.delivery import _wake_key
+    from ckanext.webhooks.delivery import wake_key
 
     model.Session.execute(text(f"TRUNCATE {WEBHOOK_TABLES} RESTART IDENTITY"))
     model.Session.commit()
     jobs.get_queue(cfg.queue()).empty()
-    connect_to_redis().delete(_wake_key())
+    connect_to_redis().delete(wake_key())
 
 
 def sysadmin() -> dict[str, Any]:
@@ -342,13 +342,13 @@ def wake_and_wait_for_start(timeout: float = 10.0) -> float:
     clears the wake-up flag first thing). Returns the time of the wake-up."""
     from ckan.lib.redis import connect_to_redis
 
-    from ckanext.webhooks.delivery import _wake_key, wake_workers
+    from ckanext.webhooks.delivery import wake_key, wake_workers
 
     woken_at = time.time()
     wake_workers()
     redis = connect_to_redis()
     deadline = time.monotonic() + timeout
-    while redis.exists(_wake_key()) and time.monotonic() < deadline:
+    while redis.exists(wake_key()) and time.monotonic() < deadline:
         time.sleep(0.005)
     return woken_at
 

@@ -27,9 +27,9 @@ def _fresh_wake_flag():
     """A wake-up flag left by an earlier test would hold back this test's job."""
     from ckan.lib.redis import connect_to_redis
 
-    from ckanext.webhooks.delivery import _wake_key
+    from ckanext.webhooks.delivery import wake_key
 
-    connect_to_redis().delete(_wake_key())
+    connect_to_redis().delete(wake_key())
 
 
 @pytest.fixture

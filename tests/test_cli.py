@@ -80,7 +80,7 @@ class TestCommands:
     def test_dispatch_hands_over_waiting_events(self, cli, receiver, run_jobs):
         from ckan.lib.redis import connect_to_redis
 
-        from ckanext.webhooks.delivery import _wake_key
+        from ckanext.webhooks.delivery import wake_key
 
         run(cli, "create", "dataset/create", receiver.url)
         factories.Dataset()
@@ -88,7 +88,7 @@ class TestCommands:
         from ckan.lib.jobs import get_queue
 
         get_queue().empty()
-        connect_to_redis().delete(_wake_key())
+        connect_to_redis().delete(wake_key())
         run_jobs()
         assert receiver.count == 0
         result = run(cli, "dispatch")

@@ -97,6 +97,7 @@ class TestPayloadAndSignature:
 @pytest.mark.usefixtures("with_plugins", "clean_db")
 class TestOneJobManyReceivers:
     @pytest.mark.ckan_config("ckanext.webhooks.concurrency", "20")
+    @pytest.mark.ckan_config("ckanext.webhooks.max_webhooks_per_address", 0)
     def test_one_job_delivers_to_every_webhook_concurrently(self, receiver):
         from tests.receiver import Reply
 
@@ -117,7 +118,8 @@ class TestOneJobManyReceivers:
         log = helpers.call_action("webhook_delivery_list", id=hook["id"])
         assert log[0]["status_code"] == 500
         assert log[0]["outcome"] == "retry scheduled"
-        assert log[0]["response"] == "database on fire"
+        # 127.0.0.1 is allowed only by allowed_hosts: its answer is not kept.
+        assert log[0]["response"] is None
         assert log[0]["latency_ms"] >= 0
 
     def test_unreachable_receiver_is_a_recorded_failure(self, receiver, run_jobs):

@@ -81,7 +81,7 @@ class TestRetriesWithTheStockWorker:
         factories.Dataset()
         queue = get_queue()
         queue.empty()  # drop the immediate wake-up: only the delayed one is left
-        connect_to_redis().delete(delivery._wake_key())
+        connect_to_redis().delete(delivery.wake_key())
         queue.enqueue_in(datetime.timedelta(seconds=1), delivery.deliver_pending)
         time.sleep(1.5)
         site.work()

@@ -1,17 +1,29 @@
-"""Typed access to the options declared in config_declaration.yaml."""
+"""Typed access to the options declared in config_declaration.yaml.
+
+The declaration is the only source of each option's type, default and
+validation: values are read through it (``Option.normalize``), so a value set
+at run time (tests, ``ckan config-tool``) is typed exactly like one read from
+the ini file.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import ckan.plugins.toolkit as tk
+from ckan.common import config_declaration
+
+from ckanext.webhooks.http import Policy
 
 __all__ = [
-    "allow_private_addresses",
-    "allowed_hosts",
+    "address_policy",
     "concurrency",
     "delete_disabled_after_days",
     "delivery_log_days",
     "max_failures",
+    "max_rate_per_host",
     "max_response_bytes",
+    "max_tests_per_minute",
     "max_webhooks_per_address",
     "max_webhooks_per_user",
     "minimum_auth",
@@ -22,71 +34,76 @@ __all__ = [
     "timeout",
 ]
 
+PREFIX = "ckanext.webhooks."
+
+
+def _option(name: str) -> Any:
+    key = PREFIX + name
+    return config_declaration[key].normalize(tk.config.get(key))
+
 
 def minimum_auth() -> str:
-    return tk.config.get("ckanext.webhooks.minimum_auth")
+    return _option("minimum_auth")
 
 
 def timeout() -> float:
-    return float(tk.config.get("ckanext.webhooks.timeout"))
+    return _option("timeout")
 
 
 def concurrency() -> int:
-    return max(1, tk.config.get("ckanext.webhooks.concurrency"))
+    return max(1, _option("concurrency"))
 
 
 def queue() -> str:
-    return tk.config.get("ckanext.webhooks.queue")
+    return _option("queue")
 
 
 def retry_schedule() -> list[float]:
-    value = tk.config.get("ckanext.webhooks.retry_schedule")
-    if isinstance(value, str):
-        value = value.split()
-    return [float(v) for v in value]
+    return [float(delay) for delay in _option("retry_schedule")]
 
 
 def max_failures() -> int:
-    return tk.config.get("ckanext.webhooks.max_failures")
+    return _option("max_failures")
 
 
 def delivery_log_days() -> int:
-    return tk.config.get("ckanext.webhooks.delivery_log_days")
+    return _option("delivery_log_days")
 
 
 def delete_disabled_after_days() -> int:
-    return tk.config.get("ckanext.webhooks.delete_disabled_after_days")
+    return _option("delete_disabled_after_days")
 
 
-def allow_private_addresses() -> bool:
-    return tk.config.get("ckanext.webhooks.allow_private_addresses")
-
-
-def allowed_hosts() -> list[str]:
-    value = tk.config.get("ckanext.webhooks.allowed_hosts")
-    if isinstance(value, str):
-        value = value.split()
-    return list(value or [])
+def address_policy() -> Policy:
+    """Which receivers are allowed: the one place the policy is built."""
+    return Policy.from_entries(
+        _option("allow_private_addresses"), _option("allowed_hosts")
+    )
 
 
 def max_response_bytes() -> int:
-    return tk.config.get("ckanext.webhooks.max_response_bytes")
+    return _option("max_response_bytes")
 
 
 def max_webhooks_per_user() -> int:
-    return tk.config.get("ckanext.webhooks.max_webhooks_per_user")
+    return _option("max_webhooks_per_user")
 
 
 def max_webhooks_per_address() -> int:
-    return tk.config.get("ckanext.webhooks.max_webhooks_per_address")
+    return _option("max_webhooks_per_address")
+
+
+def max_rate_per_host() -> int:
+    return _option("max_rate_per_host")
+
+
+def max_tests_per_minute() -> int:
+    return _option("max_tests_per_minute")
 
 
 def secret_rotation_hours() -> int:
-    return tk.config.get("ckanext.webhooks.secret_rotation_hours")
+    return _option("secret_rotation_hours")
 
 
 def publishers() -> list[str]:
-    value = tk.config.get("ckanext.webhooks.publishers")
-    if isinstance(value, str):
-        value = value.split()
-    return list(value or [])
+    return _option("publishers")

@@ -31,7 +31,12 @@ from ckanext.webhooks import topics
 from ckanext.webhooks.matching import matching_webhooks_sql
 from ckanext.webhooks.model import make_event_id, utcnow
 
-__all__ = ["publish", "record_change", "register_session_listeners"]
+__all__ = [
+    "publish",
+    "record_change",
+    "register_session_listeners",
+    "wake_workers_after_commit",
+]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +100,12 @@ def _remember_prior_values(session: Any, flush_context: Any, instances: Any) -> 
                 prior.setdefault((type(obj).__name__, obj.id, name), deleted[0])
 
 
+def wake_workers_after_commit() -> None:
+    """Queue a delivery job once the current transaction commits (not before:
+    a worker must find the rows this transaction writes)."""
+    model.Session().info[_WAKE] = True
+
+
 def _forget(session: Any) -> None:
     for key in (_PRIOR, _SEEN, _WAKE):
         session.info.pop(key, None)
@@ -104,7 +115,7 @@ def _after_commit(session: Any) -> None:
     wake = session.info.pop(_WAKE, False)
     _forget(session)
     if wake:
-        from ckanext.webhooks.delivery import wake_workers
+        from ckanext.webhooks.delivery.queue import wake_workers
 
         wake_workers()
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import ckan.model as model
+
+from ckanext.webhooks import vocabulary
 
 __all__ = [
     "webhooks_dataset_label",
     "webhooks_organization_label",
     "webhooks_owner_label",
     "webhooks_status_class",
+    "webhooks_vocabulary",
 ]
 
 
@@ -43,3 +48,8 @@ def webhooks_status_class(status: str | int | None) -> str:
     if text.isdigit() and 200 <= int(text) < 300:
         return "success"
     return "danger"
+
+
+def webhooks_vocabulary() -> ModuleType:
+    """Topics, statuses and outcomes for templates, never retyped there."""
+    return vocabulary

@@ -8,6 +8,7 @@ one row per (event, webhook) and doubles as the delivery queue (claimed with
 
 from __future__ import annotations
 
+import base64
 import datetime
 import secrets
 
@@ -24,6 +25,9 @@ from sqlalchemy import (
     UnicodeText,
     text,
 )
+
+from ckanext.webhooks.http import receiver_host
+from ckanext.webhooks.vocabulary import EVENT_PREFIX, SECRET_PREFIX, DeliveryStatus
 
 __all__ = [
     "Webhook",
@@ -42,18 +46,23 @@ def utcnow() -> datetime.datetime:
 
 
 def make_webhook_id() -> str:
-    # 192 bits from the OS CSPRNG, URL-safe: impractical to guess.
-    return secrets.token_urlsafe(24)
+    """192 bits from the OS CSPRNG, URL-safe: impractical to guess.
+
+    Never starting with ``-``, so that an id is never read as an option on a
+    command line (``ckan webhooks test <id>``).
+    """
+    while True:
+        candidate = secrets.token_urlsafe(24)
+        if not candidate.startswith("-"):
+            return candidate
 
 
 def make_event_id() -> str:
-    return "evt_" + secrets.token_urlsafe(18)
+    return EVENT_PREFIX + secrets.token_urlsafe(18)
 
 
 def make_secret() -> str:
-    import base64
-
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 class Webhook(tk.BaseModel):
@@ -62,6 +71,8 @@ class Webhook(tk.BaseModel):
     id = Column(UnicodeText, primary_key=True, default=make_webhook_id)
     topic = Column(UnicodeText, nullable=False)
     address = Column(UnicodeText, nullable=False)
+    # The address's host, normalised (http.receiver_host): what limits count.
+    receiver_host = Column(UnicodeText, nullable=False)
     owner_id = Column(UnicodeText, nullable=True, index=True)
     created = Column(DateTime, nullable=False, default=utcnow)
     secret = Column(UnicodeText, nullable=False, default=make_secret)
@@ -75,6 +86,11 @@ class Webhook(tk.BaseModel):
     failure_count = Column(Integer, nullable=False, default=0)
     last_delivery_at = Column(DateTime, nullable=True)
     last_delivery_status = Column(UnicodeText, nullable=True)
+
+    def point_at(self, address: str) -> None:
+        """Set the address, and the receiver host that limits count."""
+        self.address = address
+        self.receiver_host = receiver_host(address)
 
     # One partial index per kind of subscription (see events.MATCHING).
     __table_args__ = (
@@ -100,6 +116,11 @@ class Webhook(tk.BaseModel):
             ),
         ),
         Index("ix_webhook_address", "address"),
+        Index(
+            "ix_webhook_anonymous_receiver",
+            "receiver_host",
+            postgresql_where=text("owner_id IS NULL"),
+        ),
     )
 
 
@@ -133,7 +154,7 @@ class WebhookDelivery(tk.BaseModel):
     webhook_id = Column(
         UnicodeText, ForeignKey("webhook.id", ondelete="CASCADE"), nullable=False
     )
-    status = Column(UnicodeText, nullable=False, default="pending")
+    status = Column(UnicodeText, nullable=False, default=DeliveryStatus.PENDING.value)
     attempts = Column(Integer, nullable=False, default=0)
     next_attempt_at = Column(DateTime, nullable=True)
     lease_until = Column(DateTime, nullable=True)

@@ -9,6 +9,7 @@ from sqlalchemy import text
 
 from ckanext.webhooks import config as cfg
 from ckanext.webhooks.model import utcnow
+from ckanext.webhooks.vocabulary import DeliveryStatus
 
 __all__ = ["prune"]
 
@@ -32,10 +33,10 @@ def prune(now: datetime.datetime | None = None) -> dict[str, int]:
             WHERE e.created < :cutoff AND e.expanded
               AND NOT EXISTS (
                 SELECT 1 FROM webhook_delivery d
-                WHERE d.event_id = e.id AND d.status = 'pending')
+                WHERE d.event_id = e.id AND d.status = :pending)
             """
         ),
-        {"cutoff": log_cutoff},
+        {"cutoff": log_cutoff, "pending": DeliveryStatus.PENDING.value},
     ).rowcount
     days = cfg.delete_disabled_after_days()
     counts["webhooks"] = 0

@@ -6,9 +6,9 @@ import base64
 import hashlib
 import hmac
 
-__all__ = ["SECRET_PREFIX", "sign", "signature_header"]
+from ckanext.webhooks.vocabulary import SECRET_PREFIX
 
-SECRET_PREFIX = "whsec_"
+__all__ = ["sign", "signature_header"]
 
 
 def _key(secret: str) -> bytes:

@@ -6,14 +6,10 @@ import re
 
 import ckan.plugins as p
 
+from ckanext.webhooks.vocabulary import CUSTOM_PREFIX, PING, TOPICS
+
 __all__ = [
-    "CUSTOM_PREFIX",
-    "DATASET_TOPICS",
-    "GROUP_TOPICS",
-    "ORGANIZATION_TOPICS",
-    "PING",
-    "RESOURCE_TOPICS",
-    "TOPICS",
+    "TOPIC_PATTERN",
     "is_publishable",
     "is_subscribable",
     "matching_subscriptions",
@@ -21,17 +17,6 @@ __all__ = [
     "subscribable_topics",
 ]
 
-DATASET_TOPICS = ("dataset/create", "dataset/update", "dataset/delete")
-RESOURCE_TOPICS = ("resource/create", "resource/update", "resource/delete")
-ORGANIZATION_TOPICS = (
-    "organization/create",
-    "organization/update",
-    "organization/delete",
-)
-GROUP_TOPICS = ("group/create", "group/update", "group/delete")
-TOPICS = DATASET_TOPICS + RESOURCE_TOPICS + ORGANIZATION_TOPICS + GROUP_TOPICS
-PING = "webhook/ping"
-CUSTOM_PREFIX = "custom/"
 # A topic is "kind/name" in lower case; custom names may have more levels.
 TOPIC_PATTERN = re.compile(r"[a-z0-9_.-]+(/[a-z0-9_.-]+)+")
 

@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import ckan.plugins.toolkit as tk
 from ckan.types import Context
-from flask import Blueprint, current_app
+from flask import Blueprint, current_app, make_response
 
 __all__ = ["webhooks"]
 
@@ -119,7 +119,9 @@ def new() -> Any:
             # Anonymous webhooks belong to whoever holds the id: show it (and
             # the secret) on this response and nowhere a stranger can look.
             webhook = _call("webhook_show", {"id": webhook_id})
-            return tk.render("webhooks/created.html", {"webhook": webhook})
+            return _showing_secret(
+                tk.render("webhooks/created.html", {"webhook": webhook})
+            )
     return tk.render(
         "webhooks/new.html",
         {
@@ -131,13 +133,20 @@ def new() -> Any:
     )
 
 
+def _showing_secret(page: str) -> Any:
+    """A page that shows a signing secret: no cache may keep it."""
+    tk.request.environ["__no_cache__"] = True  # CKAN then marks it private
+    response = make_response(page)
+    response.cache_control.no_store = True
+    return response
+
+
 @webhooks.route("/<id>")
 def read(id: str) -> Any:
     webhook = _call("webhook_show", {"id": id})
     deliveries = _call("webhook_delivery_list", {"id": id, "limit": DELIVERY_LOG_SIZE})
-    return tk.render(
-        "webhooks/read.html",
-        {"webhook": webhook, "deliveries": deliveries},
+    return _showing_secret(
+        tk.render("webhooks/read.html", {"webhook": webhook, "deliveries": deliveries})
     )
 
 

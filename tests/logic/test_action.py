@@ -87,7 +87,7 @@ class TestValidation:
             ({"address": "not a url"}, "address", "http"),
             ({"address": "https://"}, "address", "host"),
             ({"address": "https://user:pw@example.com/"}, "address", "password"),
-            ({"address": "http://169.254.169.254/latest"}, "address", "link-local"),
+            ({"address": "http://169.254.169.254/latest"}, "address", "not a public"),
             ({"address": ["https://example.com"]}, "address", "string"),
             ({"address": "https://example.com/" + "x" * 3000}, "address", "2000"),
             ({"dataset": "no-such-dataset"}, "dataset", "not found"),

@@ -1,28 +1,36 @@
-"""The webhook_* actions."""
+"""The webhook_* actions.
+
+Each action checks access, validates against its schema (``logic/schema.py``;
+``context["schema"]`` overrides it), writes, commits unless
+``context["defer_commit"]``, and returns plain JSON-able data. Who may do
+what is decided in ``logic/auth.py``; limits in ``logic/limits.py``; how a
+webhook looks from outside in ``logic/dictization.py``.
+"""
 
 from __future__ import annotations
 
 import datetime
-import json
+from collections.abc import Callable
 from typing import Any
 
 import ckan.model as model
 import ckan.plugins.toolkit as tk
 from ckan.lib.navl.dictization_functions import DataError
-from ckan.types import Context, DataDict
-from sqlalchemy import func, text
+from ckan.types import Context, DataDict, Schema
 
 from ckanext.webhooks import config as cfg
 from ckanext.webhooks import delivery, events, topics
-from ckanext.webhooks.logic import schema
+from ckanext.webhooks.logic import auth, limits, schema
+from ckanext.webhooks.logic.dictization import attempt_dictize, webhook_dictize
+from ckanext.webhooks.logic.validators import MAX_DEPTH, nesting_depth
 from ckanext.webhooks.model import (
     Webhook,
     WebhookAttempt,
     WebhookDelivery,
-    WebhookEvent,
     make_secret,
     utcnow,
 )
+from ckanext.webhooks.vocabulary import EVENT_PREFIX, DeliveryStatus
 
 __all__ = [
     "webhook_create",
@@ -39,48 +47,23 @@ __all__ = [
 ]
 
 
-def _iso(value: datetime.datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-def webhook_dictize(webhook: Webhook) -> dict[str, Any]:
-    return {
-        "id": webhook.id,
-        "topic": webhook.topic,
-        "address": webhook.address,
-        "dataset": webhook.package_id,
-        "organization": webhook.organization_id,
-        "owner_id": webhook.owner_id,
-        "created": _iso(webhook.created),
-        "secret": webhook.secret,
-        "previous_secret_expires": _iso(webhook.previous_secret_expires),
-        "active": webhook.active,
-        "disabled_reason": webhook.disabled_reason,
-        "disabled_at": _iso(webhook.disabled_at),
-        "failure_count": webhook.failure_count,
-        "last_delivery_at": _iso(webhook.last_delivery_at),
-        "last_delivery_status": webhook.last_delivery_status,
-    }
-
-
-def _validate(
-    context: Context, data_dict: DataDict, default_schema: dict[str, Any]
+def _validated(
+    context: Context, data_dict: DataDict, default_schema: Callable[[], Schema]
 ) -> dict[str, Any]:
-    schema_ = context.get("schema") or default_schema
-    unknown = sorted(k for k in data_dict if k not in schema_ and k != "__extras")
-    if unknown:
-        raise tk.ValidationError(
-            {
-                key[:100]: [
-                    tk._("Unknown field. Allowed fields: {fields}").format(
-                        fields=", ".join(sorted(schema_))
-                    )
-                ]
-                for key in unknown
-            }
-        )
+    """``data_dict`` validated the CKAN way, or a ValidationError naming fields."""
+    too_deep = {
+        str(key)[:100]: [
+            tk._("Must be nested at most {max} levels deep").format(max=MAX_DEPTH)
+        ]
+        for key, value in data_dict.items()
+        if nesting_depth(value) > MAX_DEPTH
+    }
+    if too_deep:  # navl itself recurses into nested lists of dicts
+        raise tk.ValidationError(too_deep)
     try:
-        data, errors = tk.navl_validate(data_dict, schema_, context)
+        data, errors = tk.navl_validate(
+            data_dict, context.get("schema") or default_schema(), context
+        )
     except DataError as error:  # e.g. a list of plain values: a 400, not a 500
         raise tk.ValidationError(
             {"input": [tk._("Malformed input: {reason}").format(reason=error.error)]}
@@ -95,68 +78,14 @@ def _commit(context: Context) -> None:
         model.Session.commit()
 
 
-def _get(webhook_id: Any) -> Webhook:
-    webhook = (
-        model.Session.get(Webhook, webhook_id) if isinstance(webhook_id, str) else None
-    )
-    if webhook is None:
-        raise tk.ObjectNotFound(tk._("Webhook not found"))
-    return webhook
-
-
-def _caller(context: Context) -> model.User | None:
-    name = context.get("user")
-    return model.User.get(name) if name else None
-
-
-def _serialize(key: str) -> None:
-    """Hold a transaction-scoped lock on ``key``: concurrent creates queue here,
-    so a limit checked by counting cannot be passed by creating in parallel."""
-    model.Session.execute(
-        text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
-        {"key": f"ckanext-webhooks:{key}"},
-    )
-
-
-def _check_limits(user: model.User | None, address: str) -> None:
-    if user is not None and user.sysadmin:
-        return
-    if user is not None:
-        limit = cfg.max_webhooks_per_user()
-        if limit:
-            _serialize(f"user:{user.id}")
-        owned = model.Session.query(func.count(Webhook.id)).filter(
-            Webhook.owner_id == user.id
-        )
-        if limit and owned.scalar() >= limit:
-            raise tk.ValidationError(
-                {
-                    "owner": [
-                        tk._(
-                            "You already have {n} webhooks, the most allowed "
-                            "on this site. Delete one first."
-                        ).format(n=limit)
-                    ]
-                }
-            )
-    else:
-        limit = cfg.max_webhooks_per_address()
-        if limit:
-            _serialize(f"address:{address}")
-        same = model.Session.query(func.count(Webhook.id)).filter(
-            Webhook.address == address, Webhook.owner_id.is_(None)
-        )
-        if limit and same.scalar() >= limit:
-            raise tk.ValidationError(
-                {
-                    "address": [
-                        tk._(
-                            "There are already {n} anonymous webhooks for this "
-                            "address, the most allowed. Log in to add more."
-                        ).format(n=limit)
-                    ]
-                }
-            )
+def _webhook(context: Context, webhook_id: str) -> Webhook:
+    """The webhook the caller names; missing if they may not control it."""
+    if context.get("ignore_auth"):
+        found = model.Session.get(Webhook, webhook_id)
+        if found is None:
+            raise tk.ObjectNotFound(tk._("Webhook not found"))
+        return found
+    return auth.controlled_webhook(context, webhook_id)
 
 
 def webhook_create(context: Context, data_dict: DataDict) -> str:
@@ -168,12 +97,10 @@ def webhook_create(context: Context, data_dict: DataDict) -> str:
     :param organization: only events of this organization's datasets, optional
     """
     tk.check_access("webhook_create", context, data_dict)
-    data = _validate(context, data_dict, schema.webhook_create_schema())
-    user = _caller(context)
-    _check_limits(user, data["address"])
+    data = _validated(context, data_dict, schema.webhook_create_schema)
+    user = auth.caller(context)
     webhook = Webhook(
         topic=data["topic"],
-        address=data["address"],
         package_id=data.get("dataset"),
         organization_id=data.get("organization"),
         owner_id=user.id if user else None,
@@ -181,6 +108,8 @@ def webhook_create(context: Context, data_dict: DataDict) -> str:
         failure_count=0,
         created=utcnow(),
     )
+    webhook.point_at(data["address"])
+    limits.check_webhook_limits(context, webhook.receiver_host, exclude=None)
     model.Session.add(webhook)
     _commit(context)
     return webhook.id
@@ -190,56 +119,82 @@ def webhook_create(context: Context, data_dict: DataDict) -> str:
 def webhook_show(context: Context, data_dict: DataDict) -> dict[str, Any]:
     """The webhook ``id``, with its signing secret."""
     tk.check_access("webhook_show", context, data_dict)
-    data = _validate(context, data_dict, schema.webhook_id_schema())
-    return webhook_dictize(_get(data["id"]))
+    data = _validated(context, data_dict, schema.webhook_id_schema)
+    return webhook_dictize(_webhook(context, data["id"]), with_secret=True)
 
 
 def webhook_update(context: Context, data_dict: DataDict) -> dict[str, Any]:
     """Change ``address``, ``topic``, ``dataset``, ``organization`` or ``active``.
 
     Setting ``active`` to true re-enables a disabled webhook and resets its
-    failure count.
+    failure count (an anonymous webhook whose receiver answered 410 Gone only
+    by a sysadmin). The result carries no secret: ``webhook_show`` has it.
     """
     tk.check_access("webhook_update", context, data_dict)
-    data = _validate(context, data_dict, schema.webhook_update_schema())
-    webhook = _get(data["id"])
+    data = _validated(context, data_dict, schema.webhook_update_schema)
+    webhook = _webhook(context, data["id"])
     for field, column in (
         ("topic", "topic"),
-        ("address", "address"),
         ("dataset", "package_id"),
         ("organization", "organization_id"),
     ):
         if field in data:
             setattr(webhook, column, data[field])
+    if "address" in data and data["address"] != webhook.address:
+        webhook.point_at(data["address"])
+        if webhook.owner_id is None:
+            limits.check_webhook_limits(
+                context, webhook.receiver_host, exclude=webhook.id
+            )
     if "active" in data and data["active"] != webhook.active:
-        webhook.active = data["active"]
-        if webhook.active:
-            webhook.failure_count = 0
-            webhook.disabled_at = None
-            webhook.disabled_reason = None
-        else:
-            webhook.disabled_at = utcnow()
-            webhook.disabled_reason = "disabled by its owner"
+        _set_active(context, webhook, data["active"])
     _commit(context)
     return webhook_dictize(webhook)
+
+
+def _set_active(context: Context, webhook: Webhook, active: bool) -> None:
+    if active and not (
+        context.get("ignore_auth") or auth.may_reenable(context, webhook)
+    ):
+        raise tk.ValidationError(
+            {
+                "active": [
+                    tk._(
+                        "The receiver answered 410 Gone: it asked to receive "
+                        "nothing more. Create a new webhook to subscribe again."
+                    )
+                ]
+            }
+        )
+    webhook.active = active
+    if active:
+        webhook.failure_count = 0
+        webhook.disabled_at = None
+        webhook.disabled_reason = None
+    else:
+        webhook.disabled_at = utcnow()
+        webhook.disabled_reason = "disabled by its owner"
 
 
 def webhook_delete(context: Context, data_dict: DataDict) -> None:
     """Delete the webhook ``id`` with its delivery log."""
     tk.check_access("webhook_delete", context, data_dict)
-    data = _validate(context, data_dict, schema.webhook_id_schema())
-    model.Session.delete(_get(data["id"]))
+    data = _validated(context, data_dict, schema.webhook_id_schema)
+    model.Session.delete(_webhook(context, data["id"]))
     _commit(context)
 
 
 @tk.side_effect_free
 def webhook_list(context: Context, data_dict: DataDict) -> list[dict[str, Any]]:
-    """The caller's webhooks, newest first (a sysadmin sees everyone's)."""
+    """The caller's webhooks, newest first (a sysadmin sees everyone's).
+
+    No secrets: ``webhook_show`` gives one webhook's secret.
+    """
     tk.check_access("webhook_list", context, data_dict)
-    data = _validate(context, data_dict, schema.webhook_list_schema())
-    user = _caller(context)
+    data = _validated(context, data_dict, schema.webhook_list_schema)
     query = model.Session.query(Webhook)
-    if not (user and user.sysadmin):
+    if not (auth.is_sysadmin(context) or context.get("ignore_auth")):
+        user = auth.caller(context)
         query = query.filter(Webhook.owner_id == (user.id if user else None))
     query = query.order_by(Webhook.created.desc(), Webhook.id)
     query = query.offset(data.get("offset", 0)).limit(data.get("limit", 100))
@@ -253,23 +208,6 @@ def webhook_topic_list(context: Context, data_dict: DataDict) -> list[str]:
     return topics.subscribable_topics()
 
 
-def attempt_dictize(attempt: WebhookAttempt) -> dict[str, Any]:
-    return {
-        "id": str(attempt.id),
-        "delivery_id": str(attempt.delivery_id),
-        "event_id": attempt.event_id,
-        "webhook_id": attempt.webhook_id,
-        "topic": attempt.topic,
-        "attempt": attempt.attempt,
-        "created": _iso(attempt.created),
-        "status_code": attempt.status_code,
-        "error": attempt.error,
-        "latency_ms": attempt.latency_ms,
-        "response": attempt.response,
-        "outcome": attempt.outcome,
-    }
-
-
 @tk.side_effect_free
 def webhook_delivery_list(
     context: Context, data_dict: DataDict
@@ -280,9 +218,8 @@ def webhook_delivery_list(
     :param offset: skip this many
     """
     tk.check_access("webhook_delivery_list", context, data_dict)
-    list_schema = {**schema.webhook_list_schema(), **schema.webhook_id_schema()}
-    data = _validate(context, data_dict, list_schema)
-    webhook = _get(data["id"])
+    data = _validated(context, data_dict, schema.webhook_delivery_list_schema)
+    webhook = _webhook(context, data["id"])
     query = (
         model.Session.query(WebhookAttempt)
         .filter(WebhookAttempt.webhook_id == webhook.id)
@@ -293,125 +230,97 @@ def webhook_delivery_list(
     return [attempt_dictize(a) for a in query]
 
 
+def _deliveries_named_by(target: str) -> list[WebhookDelivery]:
+    """The deliveries of an event id, or the one of a delivery-log entry id."""
+    query = model.Session.query(WebhookDelivery)
+    if target.startswith(EVENT_PREFIX):
+        return query.filter(WebhookDelivery.event_id == target).all()
+    if target.isascii() and target.isdigit() and len(target) < 19:
+        attempt = model.Session.get(WebhookAttempt, int(target))
+        if attempt is not None:
+            return query.filter(WebhookDelivery.id == attempt.delivery_id).all()
+    return []
+
+
 def webhook_redeliver(context: Context, data_dict: DataDict) -> dict[str, Any]:
     """Send an event again, with the same ``webhook-id``.
 
     :param id: a delivery log entry id (from ``webhook_delivery_list``) or an
-        event id (``evt_...``: every webhook of the caller that got it)
-    :param webhook_id: only this webhook's delivery. Needed with a log entry
-        id of an anonymous webhook: log ids are sequential, so holding the
-        webhook's id is what proves control of it.
+        event id (``evt_...``)
+    :param webhook_id: only this webhook's delivery. Anonymous webhooks are
+        reached only this way: holding an event or log id proves nothing
+        about who controls the webhooks that got it. Without it, a user
+        reaches their own webhooks and a sysadmin everyone's.
     """
     tk.check_access("webhook_redeliver", context, data_dict)
-    data = _validate(context, data_dict, schema.webhook_redeliver_schema())
-    target = data["id"]
-    caller = _caller(context)
-    query = model.Session.query(WebhookDelivery)
-    if target.startswith("evt_"):
-        deliveries = query.filter(WebhookDelivery.event_id == target).all()
-    elif target.isdigit() and len(target) < 19:
-        attempt = model.Session.get(WebhookAttempt, int(target))
-        deliveries = (
-            query.filter(WebhookDelivery.id == attempt.delivery_id).all()
-            if attempt
-            else []
-        )
-    else:
-        deliveries = []
+    data = _validated(context, data_dict, schema.webhook_redeliver_schema)
+    deliveries = _deliveries_named_by(data["id"])
     if data.get("webhook_id"):
-        deliveries = [d for d in deliveries if d.webhook_id == data["webhook_id"]]
-    elif not target.startswith("evt_") and not (caller and caller.sysadmin):
+        named = _webhook(context, data["webhook_id"])
+        deliveries = [d for d in deliveries if d.webhook_id == named.id]
+    elif not context.get("ignore_auth"):
         deliveries = [
             d
             for d in deliveries
-            if model.Session.get(Webhook, d.webhook_id).owner_id is not None
+            if auth.may_act_unnamed(context, model.Session.get(Webhook, d.webhook_id))
         ]
-    allowed = []
-    for item in deliveries:
-        try:
-            tk.check_access("webhook_update", context, {"id": item.webhook_id})
-            allowed.append(item)
-        except tk.NotAuthorized:
-            if not target.startswith("evt_"):
-                raise
-    if not allowed:
-        raise tk.ObjectNotFound(tk._("No delivery found for '{id}'").format(id=target))
+    if not deliveries:
+        raise tk.ObjectNotFound(
+            tk._("No delivery found for '{id}'").format(id=data["id"][:100])
+        )
     now = utcnow()
-    for item in allowed:
-        item.status = "pending"
+    for item in deliveries:
+        item.status = DeliveryStatus.PENDING.value
         item.next_attempt_at = now
         item.lease_until = None
         item.updated = now
-    model.Session.commit()
-    delivery.wake_workers()
+    events.wake_workers_after_commit()
+    _commit(context)
     return {
-        "event_id": allowed[0].event_id,
-        "webhooks": sorted(item.webhook_id for item in allowed),
-        "queued": len(allowed),
+        "event_id": deliveries[0].event_id,
+        "webhooks": sorted(item.webhook_id for item in deliveries),
+        "queued": len(deliveries),
     }
 
 
 def webhook_test(context: Context, data_dict: DataDict) -> dict[str, Any]:
-    """Send a ``webhook/ping`` event to webhook ``id`` now; return the outcome."""
+    """Send a ``webhook/ping`` event to webhook ``id`` now; return the outcome.
+
+    Bounded by ``ckanext.webhooks.timeout`` like every delivery, and by
+    ``ckanext.webhooks.max_tests_per_minute`` per webhook and per caller.
+    The attempt is recorded in the delivery log (committed unless
+    ``defer_commit``).
+    """
     tk.check_access("webhook_test", context, data_dict)
-    data = _validate(context, data_dict, schema.webhook_id_schema())
-    webhook = _get(data["id"])
-    now = utcnow()
-    event = WebhookEvent(
-        topic=topics.PING,
-        entity_type="webhook",
-        entity_id=webhook.id,
-        private=True,
-        snapshot=json.dumps({"id": webhook.id, "topic": webhook.topic}),
-        created=now,
-        expanded=True,
-    )
-    model.Session.add(event)
-    model.Session.flush()
-    item = WebhookDelivery(
-        event_id=event.id,
-        webhook_id=webhook.id,
-        status="pending",
-        attempts=1,
-        next_attempt_at=None,
-        created=now,
-        updated=now,
-    )
-    model.Session.add(item)
-    model.Session.commit()
-    sender = delivery.Deliverer()
-    try:
-        claim = delivery.Claim(item.id, event, webhook, 1)
-        prepared, _ = sender.prepare([claim])
-        outcome = sender.send(prepared[0])
-        sender.record([(claim, outcome)], [])
-    finally:
-        sender.close()
+    data = _validated(context, data_dict, schema.webhook_id_schema)
+    webhook = _webhook(context, data["id"])
+    limits.check_ping_allowance(context, webhook)
+    event_id, outcome = delivery.ping(webhook, commit=not context.get("defer_commit"))
     return {
         "success": outcome.ok,
         "status_code": outcome.status,
         "latency_ms": outcome.latency_ms,
         "error": outcome.error,
-        "event_id": event.id,
+        "event_id": event_id,
     }
 
 
 def webhook_rotate_secret(context: Context, data_dict: DataDict) -> dict[str, Any]:
-    """Issue a new signing secret for webhook ``id``.
+    """Issue a new signing secret for webhook ``id``; returns it with the webhook.
 
     For ``ckanext.webhooks.secret_rotation_hours`` deliveries are signed with
     both the old and the new secret, so receivers can switch without loss.
     """
     tk.check_access("webhook_rotate_secret", context, data_dict)
-    data = _validate(context, data_dict, schema.webhook_id_schema())
-    webhook = _get(data["id"])
+    data = _validated(context, data_dict, schema.webhook_id_schema)
+    webhook = _webhook(context, data["id"])
     webhook.previous_secret = webhook.secret
     webhook.previous_secret_expires = utcnow() + datetime.timedelta(
         hours=cfg.secret_rotation_hours()
     )
     webhook.secret = make_secret()
     _commit(context)
-    return webhook_dictize(webhook)
+    return webhook_dictize(webhook, with_secret=True)
 
 
 def webhook_event_publish(context: Context, data_dict: DataDict) -> dict[str, Any]:
@@ -425,7 +334,7 @@ def webhook_event_publish(context: Context, data_dict: DataDict) -> dict[str, An
     :param organization: optional: organization filters apply
     """
     tk.check_access("webhook_event_publish", context, data_dict)
-    data = _validate(context, data_dict, schema.webhook_event_publish_schema())
+    data = _validated(context, data_dict, schema.webhook_event_publish_schema)
     event_id = events.publish(
         data["topic"],
         data["data"],

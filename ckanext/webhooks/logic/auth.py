@@ -1,9 +1,14 @@
-"""Who may do what with webhooks.
+"""Who may do what with webhooks: every such rule of the extension lives here.
 
 ``ckanext.webhooks.minimum_auth`` is the least role needed for any webhook
 action. On top of it, a webhook created by a logged-in user is controlled by
 that user and by sysadmins only; one created anonymously is controlled by
 whoever holds its id (the original extension's design).
+
+A webhook the caller may not control is reported exactly like one that does
+not exist (``ObjectNotFound``, same message), so ids, owners and existence
+never leak. Only failures that do not depend on the webhook (the caller's
+role under ``minimum_auth``) are ``NotAuthorized``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from ckan.types import AuthResult, Context, DataDict
 
 from ckanext.webhooks import config as cfg
 from ckanext.webhooks.model import Webhook
+from ckanext.webhooks.vocabulary import GONE_REASON
 
 __all__ = [
     "webhook_create",
@@ -37,12 +43,18 @@ _ROLES = {"editor": ("admin", "editor"), "admin": ("admin",)}
 _POSSIBLE_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
 
 
-def _user(context: Context) -> model.User | None:
+def caller(context: Context) -> model.User | None:
+    """The user an action runs for; None for anonymous callers."""
     user = context.get("auth_user_obj")
     if isinstance(user, model.User):
         return user
     name = context.get("user")
     return model.User.get(name) if name else None
+
+
+def is_sysadmin(context: Context) -> bool:
+    user = caller(context)
+    return user is not None and bool(user.sysadmin)
 
 
 def has_role_in_some_organization(user: model.User, roles: tuple[str, ...]) -> bool:
@@ -66,7 +78,7 @@ def meets_minimum_auth(context: Context) -> AuthResult:
     level = cfg.minimum_auth()
     if level == "none":
         return {"success": True}
-    user = _user(context)
+    user = caller(context)
     if user is None:
         return {"success": False, "msg": tk._("You must be logged in to use webhooks")}
     if user.sysadmin:
@@ -84,37 +96,71 @@ def meets_minimum_auth(context: Context) -> AuthResult:
 
 
 def may_control(context: Context, webhook: Webhook) -> bool:
+    """Named by its id: anonymous webhooks belong to whoever holds the id."""
     if webhook.owner_id is None:
         return True
-    user = _user(context)
+    user = caller(context)
     return user is not None and (user.sysadmin or user.id == webhook.owner_id)
 
 
-def _webhook(webhook_id: Any) -> Webhook | None:
-    """The webhook the action will act on; None for what cannot be an id.
+def may_act_unnamed(context: Context, webhook: Webhook) -> bool:
+    """Reached without naming its id (by an event id, say): own webhooks only.
+
+    Holding an event id proves nothing about who controls the webhooks that
+    received it, so anonymous webhooks are never reached this way.
+    """
+    user = caller(context)
+    if user is None:
+        return False
+    return bool(user.sysadmin) or user.id == webhook.owner_id
+
+
+def may_reenable(context: Context, webhook: Webhook) -> bool:
+    """A 410 Gone is final for anonymous webhooks: their receiver said so,
+    and holding the id must not be enough to undo it."""
+    if webhook.disabled_reason == GONE_REASON and webhook.owner_id is None:
+        return is_sysadmin(context)
+    return may_control(context, webhook)
+
+
+def normalise_id(webhook_id: Any) -> str | None:
+    """The id as validation will see it; None for what cannot be an id.
 
     Auth runs before validation, so the id is normalised here exactly as the
     ``webhook_string`` validator will (``str.strip``): otherwise " <id>"
-    would pass as unknown here and then reach another user's webhook. A NUL
+    would pass here as unknown and then reach another user's webhook. A NUL
     or a lone surrogate must not reach the database (a 500): validation
     reports it instead.
     """
     if not isinstance(webhook_id, str):
         return None
     webhook_id = webhook_id.strip()
-    if not _POSSIBLE_ID.fullmatch(webhook_id):
-        return None
-    return model.Session.get(Webhook, webhook_id)
+    return webhook_id if _POSSIBLE_ID.fullmatch(webhook_id) else None
+
+
+def controlled_webhook(context: Context, webhook_id: Any) -> Webhook:
+    """The webhook ``webhook_id`` if the caller controls it; else ObjectNotFound."""
+    normalised = normalise_id(webhook_id)
+    webhook = model.Session.get(Webhook, normalised) if normalised else None
+    if webhook is None or not may_control(context, webhook):
+        raise tk.ObjectNotFound(tk._("Webhook not found"))
+    return webhook
+
+
+def _check_named(context: Context, webhook_id: Any) -> None:
+    """Refuse, as missing, a webhook named by id that the caller may not control.
+
+    What cannot be an id is left to validation, which names the problem.
+    """
+    if normalise_id(webhook_id) is not None:
+        controlled_webhook(context, webhook_id)
 
 
 def _control(context: Context, data_dict: DataDict) -> AuthResult:
     result = meets_minimum_auth(context)
-    if not result["success"]:
-        return result
-    webhook = _webhook(data_dict.get("id"))
-    if webhook is not None and not may_control(context, webhook):
-        return {"success": False, "msg": tk._("This webhook belongs to another user")}
-    return {"success": True}
+    if result["success"]:
+        _check_named(context, data_dict.get("id"))
+    return result
 
 
 @tk.auth_allow_anonymous_access
@@ -154,12 +200,16 @@ def webhook_rotate_secret(context: Context, data_dict: DataDict) -> AuthResult:
 
 @tk.auth_allow_anonymous_access
 def webhook_redeliver(context: Context, data_dict: DataDict) -> AuthResult:
-    # The action checks each delivery's webhook with webhook_update.
-    return meets_minimum_auth(context)
+    # Which deliveries the caller may reach is decided per webhook by the
+    # action with may_control / may_act_unnamed.
+    result = meets_minimum_auth(context)
+    if result["success"]:
+        _check_named(context, data_dict.get("webhook_id"))
+    return result
 
 
 def webhook_list(context: Context, data_dict: DataDict) -> AuthResult:
-    if _user(context) is None:
+    if caller(context) is None:
         return {"success": False, "msg": tk._("Log in to list your webhooks")}
     return meets_minimum_auth(context)
 
@@ -170,7 +220,7 @@ def webhook_topic_list(context: Context, data_dict: DataDict) -> AuthResult:
 
 
 def webhook_event_publish(context: Context, data_dict: DataDict) -> AuthResult:
-    user = _user(context)
+    user = caller(context)
     if user is not None and (user.sysadmin or user.name in cfg.publishers()):
         return {"success": True}
     return {

@@ -5,8 +5,13 @@ from __future__ import annotations
 from ckan.logic.schema import validator_args
 from ckan.types import Schema, Validator
 
+# Every schema refuses unknown fields by name (``webhook_unknown_fields`` on
+# navl's ``__extras`` and ``__junk``), so a misspelt filter is an error
+# rather than a webhook that silently matches everything.
+
 __all__ = [
     "webhook_create_schema",
+    "webhook_delivery_list_schema",
     "webhook_event_publish_schema",
     "webhook_id_schema",
     "webhook_list_schema",
@@ -24,8 +29,11 @@ def webhook_create_schema(
     webhook_address: Validator,
     webhook_dataset: Validator,
     webhook_organization: Validator,
+    webhook_unknown_fields: Validator,
 ) -> Schema:
     return {
+        "__extras": [webhook_unknown_fields],
+        "__junk": [webhook_unknown_fields],
         "topic": [not_empty, webhook_string, not_empty, webhook_topic],
         "address": [not_empty, webhook_string, not_empty, webhook_address],
         "dataset": [ignore_missing, webhook_string, ignore_missing, webhook_dataset],
@@ -72,8 +80,14 @@ def webhook_update_schema(
 
 
 @validator_args
-def webhook_id_schema(not_empty: Validator, webhook_string: Validator) -> Schema:
-    return {"id": [not_empty, webhook_string]}
+def webhook_id_schema(
+    not_empty: Validator, webhook_string: Validator, webhook_unknown_fields: Validator
+) -> Schema:
+    return {
+        "__extras": [webhook_unknown_fields],
+        "__junk": [webhook_unknown_fields],
+        "id": [not_empty, webhook_string],
+    }
 
 
 @validator_args
@@ -81,8 +95,11 @@ def webhook_list_schema(
     ignore_missing: Validator,
     limit_to_configured_maximum: Validator,
     webhook_natural_number: Validator,
+    webhook_unknown_fields: Validator,
 ) -> Schema:
     return {
+        "__extras": [webhook_unknown_fields],
+        "__junk": [webhook_unknown_fields],
         "limit": [
             ignore_missing,
             webhook_natural_number,
@@ -98,10 +115,13 @@ def webhook_event_publish_schema(
     webhook_string: Validator,
     webhook_publishable_topic: Validator,
     webhook_event_data: Validator,
+    webhook_unknown_fields: Validator,
 ) -> Schema:
     # The dataset and organization fields are those of a webhook's filters.
     filters = webhook_create_schema()
     return {
+        "__extras": [webhook_unknown_fields],
+        "__junk": [webhook_unknown_fields],
         "topic": [not_empty, webhook_string, not_empty, webhook_publishable_topic],
         "data": [not_empty, webhook_event_data],
         "dataset": filters["dataset"],
@@ -111,9 +131,18 @@ def webhook_event_publish_schema(
 
 @validator_args
 def webhook_redeliver_schema(
-    not_empty: Validator, ignore_missing: Validator, webhook_string: Validator
+    not_empty: Validator,
+    ignore_missing: Validator,
+    webhook_string: Validator,
+    webhook_unknown_fields: Validator,
 ) -> Schema:
     return {
+        "__extras": [webhook_unknown_fields],
+        "__junk": [webhook_unknown_fields],
         "id": [not_empty, webhook_string],
         "webhook_id": [ignore_missing, webhook_string],
     }
+
+
+def webhook_delivery_list_schema() -> Schema:
+    return {**webhook_list_schema(), **webhook_id_schema()}

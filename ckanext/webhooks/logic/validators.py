@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import ckan.model as model
@@ -10,7 +11,8 @@ from ckan.lib.navl.dictization_functions import StopOnError
 
 from ckanext.webhooks import config as cfg
 from ckanext.webhooks import topics
-from ckanext.webhooks.http import AddressRejected, Policy, check_url
+from ckanext.webhooks.http import AddressRejected, check_url
+from ckanext.webhooks.vocabulary import CUSTOM_PREFIX
 
 __all__ = [
     "webhook_address",
@@ -24,6 +26,7 @@ __all__ = [
     "webhook_publishable_topic",
     "webhook_string",
     "webhook_topic",
+    "webhook_unknown_fields",
 ]
 
 MAX_ADDRESS_LENGTH = 2000
@@ -66,7 +69,7 @@ def webhook_string(key: Any, data: Any, errors: Any, context: Any) -> None:
 
 def webhook_topic(value: str) -> str:
     if not topics.is_subscribable(value):
-        allowed = [*topics.subscribable_topics(), f"{topics.CUSTOM_PREFIX}<name>"]
+        allowed = [*topics.subscribable_topics(), f"{CUSTOM_PREFIX}<name>"]
         raise tk.Invalid(
             tk._("Unknown topic '{topic}'. Allowed topics: {allowed}").format(
                 topic=value[:MAX_STRING_LENGTH], allowed=", ".join(allowed)
@@ -76,9 +79,13 @@ def webhook_topic(value: str) -> str:
 
 
 def webhook_address(value: str) -> str:
-    policy = Policy.from_entries(cfg.allow_private_addresses(), cfg.allowed_hosts())
+    """An http(s) URL of a receiver this site may send to.
+
+    What kind of non-public address a name resolved to is never said: that
+    would map the internal network for anyone who asks.
+    """
     try:
-        check_url(value, policy, unresolvable_ok=True)
+        check_url(value, cfg.address_policy(), unresolvable_ok=True)
     except AddressRejected as reason:
         raise tk.Invalid(
             tk._(
@@ -199,21 +206,58 @@ def webhook_publishable_topic(value: str) -> str:
 
 def webhook_event_data(value: Any) -> dict[str, Any]:
     """A JSON object (a dict, or its JSON text from a form) of at most 64 KiB."""
-    import json
-
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise tk.Invalid(tk._("Must be a JSON object")) from None
     if not isinstance(value, dict):
         raise tk.Invalid(tk._("Must be a JSON object"))
+    if nesting_depth(value) > MAX_DEPTH:
+        raise tk.Invalid(
+            tk._("Must be nested at most {max} levels deep").format(max=MAX_DEPTH)
+        )
     try:
         size = len(json.dumps(value, separators=(",", ":")).encode("utf-8"))
-    except (TypeError, ValueError, UnicodeEncodeError):
+    except (TypeError, ValueError, UnicodeEncodeError, RecursionError):
         raise tk.Invalid(tk._("Must be a JSON object")) from None
     if size > MAX_EVENT_DATA_BYTES:
         raise tk.Invalid(
             tk._("Must be at most {max} bytes as JSON").format(max=MAX_EVENT_DATA_BYTES)
         )
     return value
+
+
+MAX_DEPTH = 32
+
+
+def nesting_depth(value: Any, limit: int = MAX_DEPTH) -> int:
+    """How deeply lists and dicts nest in ``value``, counted without recursion
+    and only up to ``limit + 1`` (a hostile value may be a million deep)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, dict | list | tuple):
+            continue
+        deepest = max(deepest, depth)
+        if depth > limit:
+            return depth
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def webhook_unknown_fields(key: Any, data: Any, errors: Any, context: Any) -> None:
+    """Refuse fields the action does not take, each under its own name."""
+    unknown = data.get(key)
+    if not unknown or unknown is tk.missing:
+        return
+    allowed = ", ".join(
+        sorted(k for k in context.get("schema_keys", []) if not k.startswith("__"))
+    )
+    for name in unknown:
+        field = str(name[0] if isinstance(name, tuple) else name)[:100]
+        errors[(field,)] = [
+            tk._("Unknown field. Allowed fields: {fields}").format(fields=allowed)
+        ]

@@ -1,0 +1,138 @@
+"""How work is claimed: due deliveries, taken with a lease so nothing is sent twice.
+
+A claim is ``FOR UPDATE SKIP LOCKED`` plus a lease (``lease_until``): several
+workers share the load without sending anything twice, and a worker that dies
+only delays its claimed deliveries until the lease runs out. The lease always
+outlasts the time a claimed delivery may take: waiting for a free sender, one
+request under the transport's deadline, and recording.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+
+import ckan.model as model
+from sqlalchemy import text
+
+from ckanext.webhooks.model import Webhook, WebhookEvent, utcnow
+from ckanext.webhooks.vocabulary import DeliveryStatus
+
+__all__ = [
+    "DUE",
+    "Claim",
+    "claim_due",
+    "lease_for",
+    "release",
+    "seconds_until_next_due",
+]
+
+# Deliveries a worker may take now (the SQL of "due", shared with the
+# dispatcher's check).
+DUE = f"""
+    status = '{DeliveryStatus.PENDING.value}' AND next_attempt_at <= :now
+    AND (lease_until IS NULL OR lease_until < :now)
+"""
+
+_CLAIM = text(
+    f"""
+    UPDATE webhook_delivery d
+    SET lease_until = :lease, attempts = d.attempts + 1, updated = :now
+    FROM (
+        SELECT id FROM webhook_delivery
+        WHERE {DUE}
+        ORDER BY next_attempt_at, id
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    ) due
+    WHERE d.id = due.id
+    RETURNING d.id, d.event_id, d.webhook_id, d.attempts
+    """
+)
+
+# Back to the queue without an attempt: used for deliveries held back by a
+# rate limit, which wait rather than being dropped.
+_RELEASE = text(
+    """
+    UPDATE webhook_delivery
+    SET lease_until = NULL, attempts = attempts - 1,
+        next_attempt_at = :not_before, updated = :now
+    WHERE id = ANY(CAST(:ids AS bigint[]))
+    """
+)
+
+
+@dataclasses.dataclass
+class Claim:
+    """One claimed delivery: the event, its webhook, and which attempt this is."""
+
+    delivery_id: int
+    event: WebhookEvent
+    webhook: Webhook
+    attempt: int
+
+
+def lease_for(deadline_seconds: float) -> datetime.timedelta:
+    """A lease that outlasts one wait for a sender, one request and recording."""
+    return datetime.timedelta(seconds=3 * deadline_seconds + 5)
+
+
+def claim_due(limit: int, lease: datetime.timedelta) -> list[Claim]:
+    """Claim up to ``limit`` due deliveries, oldest first; commit the claim."""
+    now = utcnow()
+    rows = model.Session.execute(
+        _CLAIM, {"now": now, "lease": now + lease, "limit": limit}
+    ).all()
+    model.Session.commit()
+    if not rows:
+        return []
+    events = {
+        e.id: e
+        for e in model.Session.query(WebhookEvent).filter(
+            WebhookEvent.id.in_({r.event_id for r in rows})
+        )
+    }
+    hooks = {
+        w.id: w
+        for w in model.Session.query(Webhook).filter(
+            Webhook.id.in_({r.webhook_id for r in rows})
+        )
+    }
+    return [
+        Claim(r.id, events[r.event_id], hooks[r.webhook_id], r.attempts)
+        for r in rows
+        if r.event_id in events and r.webhook_id in hooks
+    ]
+
+
+def release(claims: list[Claim], not_before: datetime.datetime) -> None:
+    """Give claimed deliveries back, unattempted, due again at ``not_before``."""
+    if not claims:
+        return
+    model.Session.execute(
+        _RELEASE,
+        {
+            "ids": [c.delivery_id for c in claims],
+            "not_before": not_before,
+            "now": utcnow(),
+        },
+    )
+    model.Session.commit()
+
+
+_SOONEST = text(
+    f"""
+    SELECT min(next_attempt_at) FROM webhook_delivery
+    WHERE status = '{DeliveryStatus.PENDING.value}'
+      AND (lease_until IS NULL OR lease_until < :now)
+    """
+)
+
+
+def seconds_until_next_due() -> float | None:
+    """How long until the next pending delivery falls due (None: none pending)."""
+    soonest = model.Session.execute(_SOONEST, {"now": utcnow()}).scalar()
+    model.Session.commit()
+    if soonest is None:
+        return None
+    return max(0.0, (soonest - utcnow()).total_seconds())

@@ -1,0 +1,172 @@
+"""The delivery loop: outbox -> claim -> render -> send -> record, until done.
+
+The loop owns the order of the steps and the pacing (the per-host schedule,
+batching of outcomes); the I/O itself is ``sender.post(url, body, headers)``
+run on a thread pool, so a non-blocking sender can replace it without
+touching the steps.
+"""
+
+from __future__ import annotations
+
+import datetime
+import heapq
+import itertools
+import time
+from collections import defaultdict
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+from ckanext.webhooks import config as cfg
+from ckanext.webhooks.delivery import outcomes
+from ckanext.webhooks.delivery.claiming import (
+    Claim,
+    claim_due,
+    lease_for,
+    release,
+    seconds_until_next_due,
+)
+from ckanext.webhooks.delivery.outbox import expand_events
+from ckanext.webhooks.delivery.rendering import Prepared, Renderer
+from ckanext.webhooks.delivery.throttle import HORIZON, HostThrottle
+from ckanext.webhooks.http import Outcome, Transport
+from ckanext.webhooks.model import utcnow
+
+__all__ = ["Deliverer", "transport_from_config"]
+
+RECORD_INTERVAL = 0.5  # seconds an outcome may wait to be written with others
+SOON = 2 * HORIZON  # work due this soon keeps the loop alive rather than ending
+
+
+def transport_from_config() -> Transport:
+    return Transport(
+        cfg.address_policy(),
+        timeout=cfg.timeout(),
+        max_response_bytes=cfg.max_response_bytes(),
+        pool_size=cfg.concurrency(),
+    )
+
+
+class Deliverer:
+    """Sends due deliveries concurrently and records every outcome."""
+
+    def __init__(self, transport: Transport | None = None) -> None:
+        self.transport = transport or transport_from_config()
+        self.concurrency = cfg.concurrency()
+        self.schedule = cfg.retry_schedule()
+        self.max_failures = cfg.max_failures()
+        self.lease = lease_for(cfg.timeout())
+        self.throttle = HostThrottle(cfg.max_rate_per_host())
+        self.renderer = Renderer()
+        self.stats = {
+            "sent": 0,
+            "succeeded": 0,
+            "failed": 0,
+            "skipped": 0,
+            "throttled": 0,
+        }
+        self._timetable: list[tuple[float, int, Prepared]] = []  # (at, n, item)
+        self._tiebreak = itertools.count()
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def run(self, budget_seconds: float | None = None) -> dict[str, int]:
+        """Deliver until nothing is due soon (or the time budget is spent)."""
+        deadline = time.monotonic() + budget_seconds if budget_seconds else None
+        inflight: dict[Future[Outcome], Prepared] = {}
+        # Outcomes are written in batches: one transaction per completed
+        # request would cost more than the request itself.
+        unrecorded: list[tuple[Claim, Outcome]] = []
+        recorded_at = time.monotonic()
+        with ThreadPoolExecutor(self.concurrency, "webhooks-send") as pool:
+            idle = False
+            while True:
+                out_of_time = deadline is not None and time.monotonic() > deadline
+                self._start_due(pool, inflight)
+                room = 2 * self.concurrency - len(inflight) - len(self._timetable)
+                if not idle and not out_of_time and room >= self.concurrency:
+                    idle = not self._take(room)
+                    continue
+                if not inflight and not self._timetable:
+                    if out_of_time or not self._rest_until_due():
+                        break
+                    idle = False
+                    continue
+                done = self._wait(inflight)
+                if done:
+                    unrecorded += [(inflight.pop(f).claim, f.result()) for f in done]
+                    idle = False
+                if unrecorded and (
+                    len(unrecorded) >= self.concurrency
+                    or not inflight
+                    or time.monotonic() - recorded_at >= RECORD_INTERVAL
+                ):
+                    self._record(unrecorded)
+                    unrecorded, recorded_at = [], time.monotonic()
+        return self.stats
+
+    def _take(self, room: int) -> bool:
+        """Expand, claim, render and timetable a batch; False if none was due."""
+        expand_events()
+        claims = claim_due(room, self.lease)
+        if not claims:
+            return False
+        ready, skipped = self.renderer.render(claims)
+        if skipped:
+            self.stats["skipped"] += len(skipped)
+            outcomes.record([], skipped, self.schedule, self.max_failures)
+        self._timetable_by_host(ready)
+        return True
+
+    def _timetable_by_host(self, ready: list[Prepared]) -> None:
+        """Book each host's sending slots; what gets none waits in the queue."""
+        by_host: dict[str, list[Prepared]] = defaultdict(list)
+        for prepared in ready:
+            by_host[prepared.host].append(prepared)
+        now = time.monotonic()
+        for host, items in by_host.items():
+            delays, next_free = self.throttle.book(host, len(items))
+            for delay, prepared in zip(delays, items, strict=False):
+                entry = (now + delay, next(self._tiebreak), prepared)
+                heapq.heappush(self._timetable, entry)
+            held = [prepared.claim for prepared in items[len(delays) :]]
+            if held:
+                self.stats["throttled"] += len(held)
+                later = utcnow() + datetime.timedelta(seconds=next_free)
+                release(held, later)
+
+    def _start_due(self, pool: ThreadPoolExecutor, inflight: dict) -> None:
+        now = time.monotonic()
+        while self._timetable and self._timetable[0][0] <= now:
+            prepared = heapq.heappop(self._timetable)[2]
+            future = pool.submit(
+                self.transport.post,
+                prepared.claim.webhook.address,
+                prepared.body,
+                prepared.headers,
+            )
+            inflight[future] = prepared
+
+    def _wait(self, inflight: dict) -> set[Future[Outcome]]:
+        """Until a send completes, the next timetabled send, or 1 s."""
+        timeout = 1.0
+        if self._timetable:
+            timeout = min(timeout, max(0.0, self._timetable[0][0] - time.monotonic()))
+        if not inflight:
+            time.sleep(timeout)
+            return set()
+        done, _ = wait(inflight, timeout=timeout, return_when=FIRST_COMPLETED)
+        return done
+
+    def _rest_until_due(self) -> bool:
+        """Sleep until work due within SOON seconds; False if there is none."""
+        wait_for = seconds_until_next_due()
+        if wait_for is None or wait_for > SOON:
+            return False
+        time.sleep(max(wait_for, 0.05))  # 0.05: no busy loop on a lock
+        return True
+
+    def _record(self, results: list[tuple[Claim, Outcome]]) -> None:
+        outcomes.record(results, [], self.schedule, self.max_failures)
+        for _, outcome in results:
+            self.stats["sent"] += 1
+            self.stats["succeeded" if outcome.ok else "failed"] += 1

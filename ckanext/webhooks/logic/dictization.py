@@ -1,0 +1,55 @@
+"""Webhooks, delivery-log entries and events as plain JSON-able dicts.
+
+The one place that decides what a webhook looks like from outside: with its
+secret only for the actions that hand the secret to whoever controls it
+(``webhook_show``, ``webhook_rotate_secret``), and without it everywhere else,
+payload plugins included.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ckanext.webhooks.model import Webhook, WebhookAttempt
+from ckanext.webhooks.vocabulary import isoformat
+
+__all__ = ["attempt_dictize", "webhook_dictize"]
+
+
+def webhook_dictize(webhook: Webhook, *, with_secret: bool = False) -> dict[str, Any]:
+    data = {
+        "id": webhook.id,
+        "topic": webhook.topic,
+        "address": webhook.address,
+        "dataset": webhook.package_id,
+        "organization": webhook.organization_id,
+        "owner_id": webhook.owner_id,
+        "created": isoformat(webhook.created),
+        "previous_secret_expires": isoformat(webhook.previous_secret_expires),
+        "active": webhook.active,
+        "disabled_reason": webhook.disabled_reason,
+        "disabled_at": isoformat(webhook.disabled_at),
+        "failure_count": webhook.failure_count,
+        "last_delivery_at": isoformat(webhook.last_delivery_at),
+        "last_delivery_status": webhook.last_delivery_status,
+    }
+    if with_secret:
+        data["secret"] = webhook.secret
+    return data
+
+
+def attempt_dictize(attempt: WebhookAttempt) -> dict[str, Any]:
+    return {
+        "id": str(attempt.id),
+        "delivery_id": str(attempt.delivery_id),
+        "event_id": attempt.event_id,
+        "webhook_id": attempt.webhook_id,
+        "topic": attempt.topic,
+        "attempt": attempt.attempt,
+        "created": isoformat(attempt.created),
+        "status_code": attempt.status_code,
+        "error": attempt.error,
+        "latency_ms": attempt.latency_ms,
+        "response": attempt.response,
+        "outcome": attempt.outcome,
+    }

@@ -1,0 +1,139 @@
+"""How much one caller may make CKAN do: webhook counts and test pings.
+
+Counts are checked under a transaction-scoped advisory lock, so creates in
+parallel queue behind each other instead of slipping past the count.
+Anonymous webhooks are counted per receiver host (``Webhook.receiver_host``),
+whoever created them: that is what stops strangers pointing a flood of
+webhooks at one third party. Test pings are counted per minute in Redis,
+shared by every web process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import ckan.model as model
+import ckan.plugins.toolkit as tk
+from ckan.types import Context
+from sqlalchemy import func, text
+
+from ckanext.webhooks import config as cfg
+from ckanext.webhooks.logic.auth import caller
+from ckanext.webhooks.model import Webhook
+
+__all__ = ["check_ping_allowance", "check_webhook_limits"]
+
+log = logging.getLogger(__name__)
+
+
+def _lock_for_counting(key: str) -> None:
+    """Hold an advisory lock on ``key`` until this transaction ends."""
+    model.Session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+        {"key": f"ckanext-webhooks:{key}"},
+    )
+
+
+def check_webhook_limits(context: Context, host: str, exclude: str | None) -> None:
+    """Raise ValidationError if one more webhook (to ``host``) is over a limit.
+
+    ``exclude`` is the webhook being updated, which does not count twice.
+    """
+    user = caller(context)
+    if user is not None and user.sysadmin:
+        return
+    if user is not None:
+        if exclude is None:
+            _check_per_user(user)
+        return
+    limit = cfg.max_webhooks_per_address()
+    if not limit:
+        return
+    _lock_for_counting(f"host:{host}")
+    same = model.Session.query(func.count(Webhook.id)).filter(
+        Webhook.receiver_host == host, Webhook.owner_id.is_(None)
+    )
+    if exclude is not None:
+        same = same.filter(Webhook.id != exclude)
+    if same.scalar() >= limit:
+        raise tk.ValidationError(
+            {
+                "address": [
+                    tk._(
+                        "There are already {n} anonymous webhooks for this "
+                        "receiver, the most allowed. Log in to add more."
+                    ).format(n=limit)
+                ]
+            }
+        )
+
+
+def _check_per_user(user: model.User) -> None:
+    limit = cfg.max_webhooks_per_user()
+    if not limit:
+        return
+    _lock_for_counting(f"user:{user.id}")
+    owned = model.Session.query(func.count(Webhook.id)).filter(
+        Webhook.owner_id == user.id
+    )
+    if owned.scalar() >= limit:
+        raise tk.ValidationError(
+            {
+                "owner": [
+                    tk._(
+                        "You already have {n} webhooks, the most allowed on this "
+                        "site. Delete one first."
+                    ).format(n=limit)
+                ]
+            }
+        )
+
+
+def _caller_key(context: Context) -> str:
+    user = caller(context)
+    if user is not None:
+        return f"user:{user.id}"
+    from flask import has_request_context
+
+    address = tk.request.remote_addr if has_request_context() else None
+    return f"address:{address or 'unknown'}"
+
+
+def check_ping_allowance(context: Context, webhook: Webhook) -> None:
+    """Count one test ping for the webhook and for the caller; refuse past
+    ``max_tests_per_minute`` of either (a ValidationError on ``id`` or
+    ``caller``)."""
+    limit = cfg.max_tests_per_minute()
+    if not limit or context.get("ignore_auth"):
+        return
+    from ckan.lib.redis import connect_to_redis
+
+    minute = int(time.time() // 60)
+    site = tk.config.get("ckan.site_id")
+    counters = {
+        "id": f"ckanext-webhooks:{site}:pings:webhook:{webhook.id}:{minute}",
+        "caller": f"ckanext-webhooks:{site}:pings:{_caller_key(context)}:{minute}",
+    }
+    try:
+        pipe = connect_to_redis().pipeline()
+        for key in counters.values():
+            pipe.incr(key)
+            pipe.expire(key, 120)
+        counts = pipe.execute()[::2]
+    except Exception as error:  # the ping still goes under the deadline
+        log.warning("webhooks: test pings not counted (%s)", error)
+        return
+    for field, count in zip(counters, counts, strict=True):
+        if count > limit:
+            who = tk._("this webhook") if field == "id" else tk._("you")
+            raise tk.ValidationError(
+                {
+                    field: [
+                        tk._(
+                            "Too many test pings: at most {n} a minute for {who}. "
+                            "Try again in a minute."
+                        ).format(n=limit, who=who)
+                    ]
+                }
+            )

@@ -1,0 +1,73 @@
+"""The words of ckanext-webhooks, defined once: prefixes, topics, statuses, times.
+
+Code, SQL parameters and templates (through ``h.webhooks_vocabulary()``) all
+read them from here, so a status or a prefix cannot drift between copies.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+
+__all__ = [
+    "CUSTOM_PREFIX",
+    "DATASET_TOPICS",
+    "EVENT_PREFIX",
+    "GONE_REASON",
+    "GROUP_TOPICS",
+    "ORGANIZATION_TOPICS",
+    "PING",
+    "RESOURCE_TOPICS",
+    "SECRET_PREFIX",
+    "TOPICS",
+    "AttemptOutcome",
+    "DeliveryStatus",
+    "isoformat",
+]
+
+SECRET_PREFIX = "whsec_"
+EVENT_PREFIX = "evt_"
+
+DATASET_TOPICS = ("dataset/create", "dataset/update", "dataset/delete")
+RESOURCE_TOPICS = ("resource/create", "resource/update", "resource/delete")
+ORGANIZATION_TOPICS = (
+    "organization/create",
+    "organization/update",
+    "organization/delete",
+)
+GROUP_TOPICS = ("group/create", "group/update", "group/delete")
+TOPICS = DATASET_TOPICS + RESOURCE_TOPICS + ORGANIZATION_TOPICS + GROUP_TOPICS
+PING = "webhook/ping"
+CUSTOM_PREFIX = "custom/"
+
+# Why a webhook was disabled when its receiver answered 410 Gone: that answer
+# is final for anonymous webhooks (see logic.auth.may_reenable).
+GONE_REASON = "receiver answered 410 Gone"
+
+
+class DeliveryStatus(str, enum.Enum):
+    """The state of one (event, webhook) delivery, ``webhook_delivery.status``."""
+
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # the owner may not see the event, or the hook is off
+
+
+class AttemptOutcome(str, enum.Enum):
+    """What one attempt led to, ``webhook_attempt.outcome``."""
+
+    SUCCESS = "success"
+    RETRY = "retry scheduled"
+    GIVEN_UP = "given up"
+    GONE = "gone"
+    FAILED = "failed"  # a test ping that failed: pings are never retried
+
+
+def isoformat(moment: datetime.datetime | None) -> str | None:
+    """The one timestamp format of payloads and the API: UTC, ISO 8601, ``Z``."""
+    if moment is None:
+        return None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
