@@ -268,6 +268,7 @@ def webhook_redeliver(context: Context, data_dict: DataDict) -> dict[str, Any]:
         raise tk.ObjectNotFound(
             tk._("No delivery found for '{id}'").format(id=data["id"][:100])
         )
+    limits.check_send_allowance(context, sorted({d.webhook_id for d in deliveries}))
     now = utcnow()
     for item in deliveries:
         item.status = DeliveryStatus.PENDING.value
@@ -294,7 +295,7 @@ def webhook_test(context: Context, data_dict: DataDict) -> dict[str, Any]:
     tk.check_access("webhook_test", context, data_dict)
     data = _validated(context, data_dict, schema.webhook_id_schema)
     webhook = _webhook(context, data["id"])
-    limits.check_ping_allowance(context, webhook)
+    limits.check_send_allowance(context, [webhook.id])
     event_id, outcome = delivery.ping(webhook, commit=not context.get("defer_commit"))
     return {
         "success": outcome.ok,

@@ -1,11 +1,11 @@
-"""How much one caller may make CKAN do: webhook counts and test pings.
+"""How much one caller may make CKAN do: webhook counts and sends on demand.
 
 Counts are checked under a transaction-scoped advisory lock, so creates in
 parallel queue behind each other instead of slipping past the count.
 Anonymous webhooks are counted per receiver host (``Webhook.receiver_host``),
 whoever created them: that is what stops strangers pointing a flood of
-webhooks at one third party. Test pings are counted per minute in Redis,
-shared by every web process.
+webhooks at one third party. Test pings and redeliveries are counted per
+minute in Redis, shared by every web process.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ckanext.webhooks import config as cfg
 from ckanext.webhooks.logic.auth import caller
 from ckanext.webhooks.model import Webhook
 
-__all__ = ["check_ping_allowance", "check_webhook_limits"]
+__all__ = ["check_send_allowance", "check_webhook_limits"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,10 @@ def _lock_for_counting(key: str) -> None:
         text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
         {"key": f"ckanext-webhooks:{key}"},
     )
+
+
+def _refuse(field: str, message: str) -> None:
+    raise tk.ValidationError({field: [message]})
 
 
 def check_webhook_limits(context: Context, host: str, exclude: str | None) -> None:
@@ -57,15 +61,12 @@ def check_webhook_limits(context: Context, host: str, exclude: str | None) -> No
     if exclude is not None:
         same = same.filter(Webhook.id != exclude)
     if same.scalar() >= limit:
-        raise tk.ValidationError(
-            {
-                "address": [
-                    tk._(
-                        "There are already {n} anonymous webhooks for this "
-                        "receiver, the most allowed. Log in to add more."
-                    ).format(n=limit)
-                ]
-            }
+        _refuse(
+            "address",
+            tk._(
+                "There are already {n} anonymous webhooks for this receiver, "
+                "the most allowed. Log in to add more."
+            ).format(n=limit),
         )
 
 
@@ -78,15 +79,12 @@ def _check_per_user(user: model.User) -> None:
         Webhook.owner_id == user.id
     )
     if owned.scalar() >= limit:
-        raise tk.ValidationError(
-            {
-                "owner": [
-                    tk._(
-                        "You already have {n} webhooks, the most allowed on this "
-                        "site. Delete one first."
-                    ).format(n=limit)
-                ]
-            }
+        _refuse(
+            "owner",
+            tk._(
+                "You already have {n} webhooks, the most allowed on this site. "
+                "Delete one first."
+            ).format(n=limit),
         )
 
 
@@ -100,40 +98,44 @@ def _caller_key(context: Context) -> str:
     return f"address:{address or 'unknown'}"
 
 
-def check_ping_allowance(context: Context, webhook: Webhook) -> None:
-    """Count one test ping for the webhook and for the caller; refuse past
-    ``max_tests_per_minute`` of either (a ValidationError on ``id`` or
-    ``caller``)."""
+def check_send_allowance(context: Context, webhook_ids: list[str]) -> None:
+    """Count sends on demand (test pings, redeliveries) for each webhook and
+    for the caller; refuse past ``max_tests_per_minute`` of either, with a
+    ValidationError on ``id`` (a webhook's) or ``caller``.
+
+    Without it, anyone holding an anonymous webhook could have CKAN POST at
+    its receiver as often as they call.
+    """
     limit = cfg.max_tests_per_minute()
     if not limit or context.get("ignore_auth"):
         return
     from ckan.lib.redis import connect_to_redis
 
     minute = int(time.time() // 60)
-    site = tk.config.get("ckan.site_id")
-    counters = {
-        "id": f"ckanext-webhooks:{site}:pings:webhook:{webhook.id}:{minute}",
-        "caller": f"ckanext-webhooks:{site}:pings:{_caller_key(context)}:{minute}",
-    }
+    prefix = f"ckanext-webhooks:{tk.config.get('ckan.site_id')}:sends"
+    keys = [f"{prefix}:caller:{_caller_key(context)}:{minute}"]
+    keys += [f"{prefix}:webhook:{hook_id}:{minute}" for hook_id in webhook_ids]
     try:
         pipe = connect_to_redis().pipeline()
-        for key in counters.values():
+        for key in keys:
             pipe.incr(key)
             pipe.expire(key, 120)
         counts = pipe.execute()[::2]
-    except Exception as error:  # the ping still goes under the deadline
-        log.warning("webhooks: test pings not counted (%s)", error)
+    except Exception as error:  # the send still goes under the deadline
+        log.warning("webhooks: sends on demand not counted (%s)", error)
         return
-    for field, count in zip(counters, counts, strict=True):
-        if count > limit:
-            who = tk._("this webhook") if field == "id" else tk._("you")
-            raise tk.ValidationError(
-                {
-                    field: [
-                        tk._(
-                            "Too many test pings: at most {n} a minute for {who}. "
-                            "Try again in a minute."
-                        ).format(n=limit, who=who)
-                    ]
-                }
-            )
+    if counts[0] > limit:
+        who = tk._("you")
+        field = "caller"
+    elif any(count > limit for count in counts[1:]):
+        who = tk._("this webhook")
+        field = "id"
+    else:
+        return
+    _refuse(
+        field,
+        tk._(
+            "Too many test pings or redeliveries: at most {n} a minute for {who}. "
+            "Try again in a minute."
+        ).format(n=limit, who=who),
+    )
