@@ -5,17 +5,15 @@ connection the host name is resolved, *every* address it resolves to is
 checked, and the connection is made to the address that was checked (so DNS
 rebinding between check and connect changes nothing). Redirects are never
 followed, response bodies are read up to a cap, TLS is verified against the
-host name. Connection pools are kept per (scheme, address, port, host name),
-at most ``max_pools`` of them, and shared by the delivery threads, so
-deliveries reuse keep-alive connections.
+host name. At most ``max_pools`` connection pools, one per (scheme, address,
+port, host name), are shared by the delivery threads for keep-alive reuse.
 
-A receiver is anyone's server, so nothing it does may hold a sender for
-long: ``timeout`` is one wall-clock deadline for the whole request (lookup,
-connect, TLS, sending, response head and body), enforced by a reaper thread
-that shuts down sockets past their deadline, and the response head is capped.
-An address that is reachable only because the policy exempts it (intranet,
-tests) never has its answer recorded: otherwise anyone could point a webhook
-at any port of an internal host and read its first bytes in the delivery log.
+A receiver is anyone's server, so nothing it does may hold a sender for long:
+``timeout`` is one deadline for the whole request (lookup, connect, TLS,
+sending, response head and body), and the response head is capped. A
+receiver reachable only because the policy exempts it (intranet, tests) never
+has its answer recorded: else anyone could point a webhook at any internal
+port and read its first bytes in the delivery log.
 """
 
 from __future__ import annotations
@@ -34,7 +32,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import certifi
@@ -62,8 +60,7 @@ __all__ = [
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-K = TypeVar("K")
-V = TypeVar("V")
+K, V = TypeVar("K"), TypeVar("V")
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
@@ -87,7 +84,7 @@ class ResponseHeadersTooLarge(http.client.HTTPException):
 
 
 def address_problem(ip: IPAddress) -> str | None:
-    """Why ``ip`` is not a public unicast address, or None if it is (for logs)."""
+    """Why ``ip`` is not a public unicast address, or None (for tests and logs)."""
     if isinstance(ip, ipaddress.IPv6Address):
         embedded = ip.ipv4_mapped or ip.sixtofour
         if embedded is None and ip in _NAT64:
@@ -124,10 +121,8 @@ def _normal_host(host: str) -> str:
     if ":" in host:
         return str(ipaddress.IPv6Address(host))
     host = host.lower().removesuffix(".")
-    try:
+    with contextlib.suppress(OSError):
         return socket.inet_ntoa(socket.inet_aton(host))
-    except OSError:
-        pass
     name = host.encode("idna").decode("ascii")  # UnicodeError is a ValueError
     if not _HOST_NAME.fullmatch(name):
         raise ValueError("not a host name")
@@ -150,21 +145,19 @@ class Allowance:
 
     @classmethod
     def parse(cls, entry: str) -> Allowance:
-        """``host``, ``1.2.3.4``, ``[v6]``, each with an optional ``:port``, or CIDR."""
+        """``host``, ``1.2.3.4`` or ``[v6]``, each with an optional ``:port``; CIDR."""
         text = entry.strip().lower()
         try:
             if "/" in text:
                 return cls(network=ipaddress.ip_network(text, strict=False))
-            bracketed = _BRACKETED.fullmatch(text)
-            if bracketed:
+            if bracketed := _BRACKETED.fullmatch(text):
                 port = _port(bracketed[2]) if bracketed[2] else None
                 address = ipaddress.IPv6Address(bracketed[1])
                 return cls(network=ipaddress.ip_network(address), port=port)
             if text.count(":") > 1:
                 return cls(network=ipaddress.ip_network(ipaddress.IPv6Address(text)))
             host, colon, port_text = text.partition(":")
-            port = _port(port_text) if colon else None
-            host = _normal_host(host)
+            port, host = _port(port_text) if colon else None, _normal_host(host)
             try:
                 return cls(network=ipaddress.ip_network(host), port=port)
             except ValueError:
@@ -187,21 +180,17 @@ class Policy:
 
     @classmethod
     def from_entries(cls, allow_private: bool, entries: Iterable[str]) -> Policy:
-        """Parse config entries; a malformed one raises ValueError naming it."""
-        return cls(
-            allow_private, tuple(Allowance.parse(e) for e in entries if e.strip())
-        )
+        """Parse config entries; a malformed one is a loud ValueError naming it."""
+        allowed = tuple(Allowance.parse(e) for e in entries if e.strip())
+        return cls(allow_private, allowed)
 
     def host_allowed(self, host: str, port: int) -> bool:
-        return self.allow_private or any(
-            a.name == host and a.admits(port) for a in self.allowed
-        )
+        allowed = (a.name == host and a.admits(port) for a in self.allowed)
+        return self.allow_private or any(allowed)
 
     def ip_allowed(self, ip: IPAddress, port: int) -> bool:
-        return self.allow_private or any(
-            a.network is not None and ip in a.network and a.admits(port)
-            for a in self.allowed
-        )
+        networks = (a.network for a in self.allowed if a.admits(port))
+        return self.allow_private or any(n and ip in n for n in networks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,7 +214,7 @@ class Outcome:
     latency_ms: int = 0
     body: bytes = b""
     retry_after: float | None = None
-    body_withheld: bool = False  # an exempt (non-public) receiver's answer
+    body_withheld: bool = False  # an exempt receiver's answer is never kept
 
     @property
     def ok(self) -> bool:
@@ -263,12 +252,11 @@ def _host_and_port(scheme: str, host: str, port: int) -> str:
 
 
 def receiver_host(url: str) -> str:
-    """``host[:port]`` of ``url``, one string however the URL spells it.
+    """``host[:port]``, one string however the URL spells it: what limits count.
 
-    What per-receiver limits count; it is also the Host header sent.
+    It is also the Host header sent.
     """
-    scheme, host, port, _ = split_url(url)
-    return _host_and_port(scheme, host, port)
+    return _host_and_port(*split_url(url)[:3])
 
 
 _lookup_slots = threading.BoundedSemaphore(MAX_PARALLEL_LOOKUPS)
@@ -277,15 +265,12 @@ _lookup_slots = threading.BoundedSemaphore(MAX_PARALLEL_LOOKUPS)
 def resolve(host: str, port: int, timeout: float) -> list[IPAddress]:
     """Every address of ``host``, or TimeoutError after ``timeout`` seconds.
 
-    getaddrinfo cannot be interrupted, so it runs in a daemon thread that is
-    abandoned when time is up; the semaphore bounds how many a hung resolver
-    can hold.
+    getaddrinfo cannot be interrupted: it runs in a daemon thread, abandoned
+    when time is up; the semaphore bounds how many a hung resolver can hold.
     """
-    started = time.monotonic()
+    started, answer, done = time.monotonic(), [], threading.Event()
     if not _lookup_slots.acquire(timeout=max(timeout, 0.0)):
         raise TimeoutError("name lookup timed out")
-    answer: list[Any] = []
-    done = threading.Event()
 
     def lookup() -> None:
         try:
@@ -301,12 +286,8 @@ def resolve(host: str, port: int, timeout: float) -> list[IPAddress]:
         raise TimeoutError("name lookup timed out")
     if isinstance(answer[0], Exception):
         raise answer[0]
-    seen: list[IPAddress] = []
-    for info in answer[0]:
-        ip = ipaddress.ip_address(info[4][0].split("%", 1)[0])
-        if ip not in seen:
-            seen.append(ip)
-    return seen
+    found = (ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in answer[0])
+    return list(dict.fromkeys(found))
 
 
 def check_url(
@@ -368,7 +349,7 @@ def _describe(error: Exception) -> str:
     if isinstance(error, SSLError):
         return "TLS error"
     if isinstance(error, ProtocolError):
-        too_large = [a for a in error.args if isinstance(a, ResponseHeadersTooLarge)]
+        too_large = any(isinstance(a, ResponseHeadersTooLarge) for a in error.args)
         return "response headers too large" if too_large else "connection broken"
     if isinstance(error, AddressRejected):
         return f"address rejected: {error}"
@@ -376,26 +357,22 @@ def _describe(error: Exception) -> str:
 
 
 class _HeadBudget:
-    """The response's file while http.client reads the head: counts what it takes.
+    """The response's file while http.client reads the head: enforces the caps.
 
-    http.client's own limits (100 headers of 64 KiB each) are module globals
-    for the whole process, so this module applies its caps here instead.
+    http.client's own limits (99 headers of 64 KiB each) are process-wide
+    module globals, so this module applies its caps here instead.
     """
 
     def __init__(self, fp: Any):
-        self._fp = fp
-        self._lines = 0
-        self._bytes = 0
+        self._fp, self._lines, self._bytes = fp, 0, 0
 
     def readline(self, limit: int = -1) -> bytes:
         room = MAX_RESPONSE_HEADER_BYTES - self._bytes + 1
         line: bytes = self._fp.readline(room if limit < 0 else min(limit, room))
-        self._lines += 1
+        self._lines += line not in (b"\r\n", b"\n", b"")  # the status line too
         self._bytes += len(line)
-        header = line not in (b"\r\n", b"\n", b"")
-        # + 1: the status line
         if self._bytes > MAX_RESPONSE_HEADER_BYTES or (
-            header and self._lines > MAX_RESPONSE_HEADERS + 1
+            self._lines > MAX_RESPONSE_HEADERS + 1
         ):
             raise ResponseHeadersTooLarge("response headers too large")
         return line
@@ -414,55 +391,50 @@ class _CappedHeadResponse(http.client.HTTPResponse):
             self.fp = raw
 
 
-class _Watch:
-    """The sockets of one request, shut down together when its deadline passes.
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)  # wakes a recv/send blocked on it
 
-    Each socket is watched through a duplicate of its descriptor: it stays
-    valid while TLS wraps the socket, and its number cannot be reused by an
-    unrelated socket before the watch ends.
+
+class _Watch:
+    """One request's sockets, shut down together when its deadline passes.
+
+    Each is held as a duplicated descriptor: valid while TLS wraps the
+    socket, and never a number reused by an unrelated socket.
     """
 
-    def __init__(self, deadline: float, lock: threading.Condition):
-        self.deadline = deadline
-        self.fired = False
-        self.done = False
+    def __init__(self, lock: threading.Condition):
+        self.fired = self.done = False
         self._lock = lock
         self._twins: dict[int, socket.socket] = {}
 
     def add(self, sock: socket.socket) -> None:
         with self._lock:
-            if self.done or sock.fileno() in self._twins:
-                return
-            twin = socket.socket(fileno=os.dup(sock.fileno()))
-            self._twins[sock.fileno()] = twin
-            if self.fired:
-                self._shut(twin)
+            if not self.done and sock.fileno() not in self._twins:
+                twin = socket.socket(fileno=os.dup(sock.fileno()))
+                self._twins[sock.fileno()] = twin
+                if self.fired:
+                    _shut(twin)
 
     def expire(self) -> None:  # with the lock held
         self.fired = True
         for twin in self._twins.values():
-            self._shut(twin)
+            _shut(twin)
 
     def finish(self) -> bool:
-        """Stop watching; True if the deadline had already ended the request."""
+        """Stop watching; True if the deadline had ended the request."""
         with self._lock:
             self.done = True
             for twin in self._twins.values():
                 twin.close()
-            self._twins.clear()
             return self.fired
-
-    @staticmethod
-    def _shut(twin: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            twin.shutdown(socket.SHUT_RDWR)  # wakes a recv/send blocked on it
 
 
 class _Reaper:
     """One thread that ends requests at their deadline, whatever the peer does.
 
-    Socket timeouts bound each read, not a request: a receiver that sends a
-    byte a second never trips them. The thread runs while watches are due.
+    Socket timeouts bound each read, not a request: a receiver sending a byte
+    a second never trips them. The thread runs while deadlines are pending.
     """
 
     def __init__(self) -> None:
@@ -473,7 +445,7 @@ class _Reaper:
 
     def watch(self, deadline: float) -> _Watch:
         with self._cond:
-            watch = _Watch(deadline, self._cond)
+            watch = _Watch(self._cond)
             heapq.heappush(self._heap, (deadline, next(self._order), watch))
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -497,28 +469,26 @@ class _Reaper:
             self._thread = None
 
 
-_current = threading.local()  # the _Watch of the request this thread is making
-
-
-def _watch_socket(sock: socket.socket) -> None:
-    watch: _Watch | None = getattr(_current, "watch", None)
-    if watch is not None:
-        watch.add(sock)
+_current = threading.local()  # .watch: the _Watch of this thread's request
 
 
 class _Connection(HTTPConnection):
-    """urllib3's connection, its sockets watched and its response head capped."""
+    """urllib3's connection with its sockets watched and its response head capped."""
 
     response_class = _CappedHeadResponse
 
+    def _watch(self, sock: socket.socket) -> None:
+        if watch := getattr(_current, "watch", None):
+            watch.add(sock)
+
     def _new_conn(self) -> socket.socket:
         sock = super()._new_conn()
-        _watch_socket(sock)
+        self._watch(sock)
         return sock
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         if self.sock is not None:  # a kept-alive connection, used again
-            _watch_socket(self.sock)
+            self._watch(self.sock)
         super().request(*args, **kwargs)
 
 
@@ -526,62 +496,36 @@ class _TLSConnection(HTTPSConnection, _Connection):
     pass
 
 
-class _Pool(urllib3.HTTPConnectionPool):
-    ConnectionCls = _Connection
-
-
-class _TLSPool(urllib3.HTTPSConnectionPool):
-    ConnectionCls = _TLSConnection
-
-
 def _new_pool(target: Target, size: int) -> urllib3.HTTPConnectionPool:
-    common: dict[str, Any] = {
-        "host": target.ip,
-        "port": target.port,
-        "maxsize": size,
-        "block": False,
-        "retries": False,
-    }
+    common: dict[str, Any] = {"host": target.ip, "port": target.port}
+    common.update(maxsize=size, block=False, retries=False)
+    pool: urllib3.HTTPConnectionPool
     if target.scheme == "https":
-        return _TLSPool(
+        pool = urllib3.HTTPSConnectionPool(
             server_hostname=target.host,
             assert_hostname=target.host,
             cert_reqs="CERT_REQUIRED",
             ca_certs=certifi.where(),
             **common,
         )
-    return _Pool(**common)
+        pool.ConnectionCls = _TLSConnection
+    else:
+        pool = urllib3.HTTPConnectionPool(**common)
+        pool.ConnectionCls = _Connection
+    return pool
 
 
-class _Lru(Generic[K, V]):
-    """A mapping that forgets its least recently used entries beyond ``size``."""
+def _recall(cache: OrderedDict[K, V], key: K) -> V | None:
+    if (value := cache.get(key)) is not None:
+        cache.move_to_end(key)
+    return value
 
-    def __init__(self, size: int):
-        self.size = max(1, size)
-        self._items: OrderedDict[K, V] = OrderedDict()
 
-    def get(self, key: K) -> V | None:
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-        return value
-
-    def put(self, key: K, value: V) -> list[V]:
-        """Store ``value``; returns what was evicted, for the caller to close."""
-        self._items[key] = value
-        self._items.move_to_end(key)
-        evicted = []
-        while len(self._items) > self.size:
-            evicted.append(self._items.popitem(last=False)[1])
-        return evicted
-
-    def clear(self) -> list[V]:
-        values = list(self._items.values())
-        self._items.clear()
-        return values
-
-    def __len__(self) -> int:
-        return len(self._items)
+def _remember(cache: OrderedDict[K, V], key: K, value: V, size: int) -> list[V]:
+    """Store ``value`` as most recent; returns the least recent beyond ``size``."""
+    cache[key] = value
+    cache.move_to_end(key)
+    return [cache.popitem(last=False)[1] for _ in range(len(cache) - max(1, size))]
 
 
 class Transport:
@@ -603,10 +547,9 @@ class Transport:
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
         self.pool_size = pool_size
-        self._pools: _Lru[tuple[str, str, int, str], urllib3.HTTPConnectionPool]
-        self._pools = _Lru(max_pools)
-        self._checked: _Lru[tuple[str, str, int], tuple[float, Target]]
-        self._checked = _Lru(max_pools)
+        self.max_pools = max_pools
+        self._pools: OrderedDict[tuple[str, str, int, str], Any] = OrderedDict()
+        self._checked: OrderedDict[tuple[str, str, int], Any] = OrderedDict()
         self._lock = threading.Lock()
         self._reaper = _Reaper()
 
@@ -615,41 +558,39 @@ class Transport:
         scheme, host, port, path = split_url(url)
         now = time.monotonic()
         with self._lock:
-            cached = self._checked.get((scheme, host, port))
+            cached = _recall(self._checked, (scheme, host, port))
         if cached and cached[0] > now:
             return dataclasses.replace(cached[1], path=path)
         target = check_url(url, self.policy, resolve_timeout=deadline - now)
         assert target is not None
         with self._lock:
-            self._checked.put((scheme, host, port), (now + DNS_CACHE_SECONDS, target))
+            entry = (now + DNS_CACHE_SECONDS, target)
+            _remember(self._checked, (scheme, host, port), entry, self.max_pools)
         return target
 
     def _pool(self, target: Target) -> urllib3.HTTPConnectionPool:
         key = (target.scheme, target.ip, target.port, target.host)
         with self._lock:
-            pool = self._pools.get(key)
-            evicted = []
+            pool, evicted = _recall(self._pools, key), []
             if pool is None:
                 pool = _new_pool(target, self.pool_size)
-                evicted = self._pools.put(key, pool)
+                evicted = _remember(self._pools, key, pool, self.max_pools)
         for old in evicted:  # connections in use close when they are released
             old.close()
         return pool
 
     def _open(
         self, target: Target, body: bytes, headers: dict[str, str], deadline: float
-    ) -> Any:
+    ) -> urllib3.BaseHTTPResponse:
         left = max(0.001, deadline - time.monotonic())
-        for attempt in range(2):
+        host = _host_and_port(target.scheme, target.host, target.port)
+        for attempt in (1, 2):
             try:
                 return self._pool(target).urlopen(
                     "POST",
                     target.path,
                     body=body,
-                    headers={
-                        **headers,
-                        "Host": _host_and_port(target.scheme, target.host, target.port),
-                    },
+                    headers={**headers, "Host": host},
                     redirect=False,
                     retries=False,
                     assert_same_host=False,
@@ -657,29 +598,27 @@ class Transport:
                     timeout=urllib3.Timeout(connect=left, read=left),
                 )
             except ClosedPoolError:  # evicted by another thread; nothing was sent
-                if attempt:
+                if attempt == 2:
                     raise
-        raise AssertionError("unreachable")
+        raise AssertionError("not reached")
 
     def _read(self, response: Any, target: Target, outcome: Outcome) -> None:
         outcome.status = response.status
         outcome.retry_after = _retry_after(response.headers.get("Retry-After"))
-        # Raw bytes: an unasked-for gzip body is never inflated.
+        # Raw bytes: an unasked-for gzip body is never inflated. An exempt
+        # receiver's short answer is read only so that the connection is reused.
         data = response.read(self.max_response_bytes + 1, decode_content=False)
         if len(data) > self.max_response_bytes:
             response.close()  # unread data left: never back into the pool
-        if target.exempt:
-            outcome.body_withheld = True  # read only so the connection is reused
-        else:
-            outcome.body = data[: self.max_response_bytes]
+        outcome.body_withheld = target.exempt
+        outcome.body = b"" if target.exempt else data[: self.max_response_bytes]
 
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> Outcome:
         """One attempt, ended by the deadline if it is not over by then."""
         started = time.perf_counter()
         deadline = time.monotonic() + self.timeout
         outcome, response = Outcome(), None
-        watch = self._reaper.watch(deadline)
-        _current.watch = watch
+        watch = _current.watch = self._reaper.watch(deadline)
         try:
             target = self._target(url, deadline)
             response = self._open(target, body, headers, deadline)
@@ -692,7 +631,7 @@ class Transport:
                 outcome.error is not None and time.monotonic() >= deadline
             )
             if response is not None:
-                if late or outcome.error:
+                if late or outcome.error:  # a broken connection is never reused
                     response.close()
                 response.release_conn()
         if late:
@@ -705,7 +644,8 @@ class Transport:
 
     def close(self) -> None:
         with self._lock:
-            pools = self._pools.clear()
+            pools = list(self._pools.values())
+            self._pools.clear()
             self._checked.clear()
         for pool in pools:
             pool.close()
