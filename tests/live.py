@@ -135,3 +135,33 @@ def live_site(tmp_path: Path) -> Iterator[LiveSite]:
         yield site.start()
     finally:
         site.stop()
+
+
+class ConfiguredLiveSite(LiveSite):
+    """A LiveSite with extra options in its [app:main] (e.g. limits to test)."""
+
+    def __init__(self, workdir: Path, **options: object) -> None:
+        super().__init__(workdir)
+        self.options = {key: str(value) for key, value in options.items()}
+
+    def _write_ini(self, solr_url: str) -> None:
+        super()._write_ini(solr_url)
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.optionxform = str  # keep option names as written
+        parser.read(self.ini)
+        parser["app:main"].update(self.options)
+        with self.ini.open("w") as out:
+            parser.write(out)
+
+
+def start_live_site(workdir: Path, **options: object) -> LiveSite:
+    """``ckan run`` as the live_site fixture starts it, plus ``options``.
+
+    The caller stops it (``site.stop()`` in a ``finally``).
+    """
+    site = ConfiguredLiveSite(workdir, **options)
+    try:
+        return site.start()
+    except BaseException:
+        site.stop()
+        raise
