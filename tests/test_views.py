@@ -230,13 +230,18 @@ class TestWebhookPage:
     def test_missing_webhook_is_404(self, browser):
         assert browser.get("/webhooks/no-such-id").status_code == 404
 
-    def test_someone_elses_webhook_is_403(self, browser):
+    def test_someone_elses_webhook_looks_missing(self, browser):
         theirs = create_webhook(factories.User())
-        assert browser.get(f"/webhooks/{theirs}").status_code == 403
+        page = browser.get(f"/webhooks/{theirs}")
+        missing = browser.get("/webhooks/no-such-webhook-id")
+        assert page.status_code == missing.status_code == 404
+        assert page.body.replace(theirs, "X") == missing.body.replace(
+            "no-such-webhook-id", "X"
+        )
         response = browser.submit(
             "/webhooks/new", f"/webhooks/{theirs}/delete", {"delete": ""}
         )
-        assert response.status_code == 403
+        assert response.status_code == 404
         assert helpers.call_action("webhook_show", id=theirs)
 
     def test_delivery_log_shows_status_latency_and_error(

@@ -30,7 +30,7 @@ class IWebhooks(Interface):
     ) -> dict[str, Any]:
         """Change the JSON body of any topic before it is signed and sent.
 
-        ``payload`` is the body described in README.rst, ``webhook`` the
+        ``payload`` is the body described in docs/topics.rst, ``webhook`` the
         receiving webhook as ``webhook_show`` returns it, without its secret.
         Return the payload to send (like django-rest-hooks' serialize_hook).
         """

@@ -150,9 +150,20 @@ def read(id: str) -> Any:
     )
 
 
+def _flash_refusal(error: tk.ValidationError) -> None:
+    """A refused request (a limit, say) is a message on the page, not an error page."""
+    for messages in error.error_dict.values():
+        for message in messages if isinstance(messages, list) else [messages]:
+            tk.h.flash_error(str(message))
+
+
 @webhooks.route("/<id>/test", methods=["POST"])
 def test(id: str) -> Any:
-    result = _call("webhook_test", {"id": id})
+    try:
+        result = _call("webhook_test", {"id": id})
+    except tk.ValidationError as error:
+        _flash_refusal(error)
+        return tk.redirect_to("webhooks.read", id=id)
     if result["success"]:
         tk.h.flash_success(
             tk._(
@@ -179,7 +190,11 @@ def redeliver(id: str) -> Any:
         entry["id"] for entry in _call("webhook_delivery_list", {"id": id})
     }:
         return tk.abort(404, tk._("No such entry in this webhook's delivery log"))
-    _call("webhook_redeliver", {"id": attempt_id, "webhook_id": id})
+    try:
+        _call("webhook_redeliver", {"id": attempt_id, "webhook_id": id})
+    except tk.ValidationError as error:
+        _flash_refusal(error)
+        return tk.redirect_to("webhooks.read", id=id)
     tk.h.flash_success(
         tk._(
             "The event is queued for delivery again; the new attempt appears "
@@ -192,7 +207,11 @@ def redeliver(id: str) -> Any:
 @webhooks.route("/<id>/active", methods=["POST"])
 def set_active(id: str) -> Any:
     active = tk.request.form.get("active") == "true"
-    _call("webhook_update", {"id": id, "active": active})
+    try:
+        _call("webhook_update", {"id": id, "active": active})
+    except tk.ValidationError as error:
+        _flash_refusal(error)
+        return tk.redirect_to("webhooks.read", id=id)
     tk.h.flash_success(
         tk._("Webhook enabled.") if active else tk._("Webhook disabled.")
     )

@@ -1,9 +1,9 @@
 """The delivery loop: outbox -> claim -> render -> send -> record, until done.
 
 The loop owns the order of the steps and the pacing (the per-host schedule,
-batching of outcomes); the I/O itself is ``sender.post(url, body, headers)``
-run on a thread pool, so a non-blocking sender can replace it without
-touching the steps.
+batching of outcomes); the I/O itself is ``transport.post(url, body,
+headers)`` run on a thread pool (``_start_due`` and ``_wait``), so a
+non-blocking sender can replace those two without touching the steps.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from ckanext.webhooks.model import utcnow
 __all__ = ["Deliverer", "transport_from_config"]
 
 RECORD_INTERVAL = 0.5  # seconds an outcome may wait to be written with others
-SOON = 2 * HORIZON  # work due this soon keeps the loop alive rather than ending
 
 
 def transport_from_config() -> Transport:
@@ -65,6 +64,7 @@ class Deliverer:
         }
         self._timetable: list[tuple[float, int, Prepared]] = []  # (at, n, item)
         self._tiebreak = itertools.count()
+        self._held_until = 0.0  # monotonic time the last held-back send is due
 
     def close(self) -> None:
         self.transport.close()
@@ -133,6 +133,7 @@ class Deliverer:
                 self.stats["throttled"] += len(held)
                 later = utcnow() + datetime.timedelta(seconds=next_free)
                 release(held, later)
+                self._held_until = max(self._held_until, now + next_free)
 
     def _start_due(self, pool: ThreadPoolExecutor, inflight: dict) -> None:
         now = time.monotonic()
@@ -158,11 +159,14 @@ class Deliverer:
         return done
 
     def _rest_until_due(self) -> bool:
-        """Sleep until work due within SOON seconds; False if there is none."""
-        wait_for = seconds_until_next_due()
-        if wait_for is None or wait_for > SOON:
+        """Sleep until what this loop held back for its host's rate falls due;
+        False if it held nothing back (retries are the dispatcher's)."""
+        if time.monotonic() > self._held_until:
             return False
-        time.sleep(max(wait_for, 0.05))  # 0.05: no busy loop on a lock
+        wait_for = seconds_until_next_due()
+        if wait_for is None:
+            return False
+        time.sleep(min(max(wait_for, 0.05), HORIZON))  # 0.05: no busy loop
         return True
 
     def _record(self, results: list[tuple[Claim, Outcome]]) -> None:
