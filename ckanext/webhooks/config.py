@@ -29,6 +29,7 @@ __all__ = [
     "minimum_auth",
     "publishers",
     "queue",
+    "render_per_owner",
     "retry_schedule",
     "secret_rotation_hours",
     "timeout",
@@ -56,6 +57,10 @@ def concurrency() -> int:
 
 def queue() -> str:
     return _option("queue")
+
+
+def render_per_owner() -> bool:
+    return _option("render_per_owner")
 
 
 def retry_schedule() -> list[float]:
