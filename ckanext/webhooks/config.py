@@ -20,6 +20,7 @@ __all__ = [
     "concurrency",
     "delete_disabled_after_days",
     "delivery_log_days",
+    "linger_seconds",
     "max_failures",
     "max_rate_per_host",
     "max_response_bytes",
@@ -65,6 +66,10 @@ def render_per_owner() -> bool:
 
 def retry_schedule() -> list[float]:
     return [float(delay) for delay in _option("retry_schedule")]
+
+
+def linger_seconds() -> int:
+    return _option("linger_seconds")
 
 
 def max_failures() -> int:

@@ -28,6 +28,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import inspect, text
 
 from ckanext.webhooks import topics
+from ckanext.webhooks.delivery.listener import notify_listeners
 from ckanext.webhooks.matching import matching_webhooks_sql
 from ckanext.webhooks.model import make_event_id, utcnow
 
@@ -101,9 +102,14 @@ def _remember_prior_values(session: Any, flush_context: Any, instances: Any) -> 
 
 
 def wake_workers_after_commit() -> None:
-    """Queue a delivery job once the current transaction commits (not before:
-    a worker must find the rows this transaction writes)."""
-    model.Session().info[_WAKE] = True
+    """Wake delivery once the current transaction commits (not before: a
+    worker must find the rows this transaction writes): a NOTIFY for a job
+    that lingers, delivered by PostgreSQL at commit, and after the commit a
+    job queued if none lingers."""
+    session = model.Session()
+    if not session.info.get(_WAKE):
+        notify_listeners(session)
+        session.info[_WAKE] = True
 
 
 def _forget(session: Any) -> None:
@@ -227,6 +233,8 @@ def _insert(session: Any, **event: Any) -> str | None:
                 **event,
             },
         )
+        if result.rowcount and not session.info.get(_WAKE):
+            notify_listeners(session)
     except Exception:
         session.execute(_ROLLBACK_TO_SAVEPOINT)
         raise

@@ -24,6 +24,7 @@ from ckanext.webhooks.delivery.claiming import (
     release,
     seconds_until_next_due,
 )
+from ckanext.webhooks.delivery.listener import others_waiting
 from ckanext.webhooks.delivery.outbox import expand_events
 from ckanext.webhooks.delivery.rendering import Prepared, Renderer
 from ckanext.webhooks.delivery.throttle import HORIZON, HostThrottle
@@ -33,6 +34,7 @@ from ckanext.webhooks.model import utcnow
 __all__ = ["Deliverer", "transport_from_config"]
 
 RECORD_INTERVAL = 0.5  # seconds an outcome may wait to be written with others
+GIVE_WAY_CHECK = 1.0  # seconds between looks for other jobs on the queue
 
 
 def transport_from_config() -> Transport:
@@ -65,6 +67,7 @@ class Deliverer:
         self._timetable: list[tuple[float, int, Prepared]] = []  # (at, n, item)
         self._tiebreak = itertools.count()
         self._held_until = 0.0  # monotonic time the last held-back send is due
+        self.gave_way = False  # stopped early because another job waits
 
     def close(self) -> None:
         self.transport.close()
@@ -76,11 +79,16 @@ class Deliverer:
         # Outcomes are written in batches: one transaction per completed
         # request would cost more than the request itself.
         unrecorded: list[tuple[Claim, Outcome]] = []
-        recorded_at = time.monotonic()
+        recorded_at = checked_at = time.monotonic()
         with ThreadPoolExecutor(self.concurrency, "webhooks-send") as pool:
             idle = False
             while True:
-                out_of_time = deadline is not None and time.monotonic() > deadline
+                if time.monotonic() - checked_at >= GIVE_WAY_CHECK:
+                    checked_at = time.monotonic()
+                    self.gave_way = self.gave_way or others_waiting()
+                out_of_time = self.gave_way or (
+                    deadline is not None and time.monotonic() > deadline
+                )
                 self._start_due(pool, inflight)
                 room = 2 * self.concurrency - len(inflight) - len(self._timetable)
                 if not idle and not out_of_time and room >= self.concurrency:

@@ -11,6 +11,7 @@ while Redis was down.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import ckan.model as model
@@ -19,6 +20,7 @@ from sqlalchemy import text
 
 from ckanext.webhooks import config as cfg
 from ckanext.webhooks.delivery.claiming import DUE
+from ckanext.webhooks.delivery.listener import linger, someone_listens
 from ckanext.webhooks.delivery.loop import Deliverer
 from ckanext.webhooks.model import utcnow
 
@@ -34,13 +36,19 @@ def wake_key() -> str:
 
 
 def wake_workers() -> bool:
-    """Queue one delivery job unless one is already waiting. Never raises."""
+    """Queue one delivery job unless one waits or lingers already. Never raises."""
     from ckan.lib.redis import connect_to_redis
 
+    if someone_listens():
+        return True  # it sees the event (NOTIFY) or the due retry itself
     try:
         if connect_to_redis().set(wake_key(), "1", nx=True, ex=WAKE_KEY_TTL):
             tk.enqueue_job(
-                deliver_pending, title="webhooks: deliver", queue=cfg.queue()
+                deliver_pending,
+                title="webhooks: deliver",
+                queue=cfg.queue(),
+                # RQ's limit must leave room for lingering after the work.
+                rq_kwargs={"timeout": _budget() + cfg.linger_seconds() + 60},
             )
             return True
     except Exception as error:
@@ -79,19 +87,33 @@ def dispatch() -> dict[str, Any]:
     return {**work, "woken": woken}
 
 
+def _budget() -> float:
+    """Seconds one job may spend delivering before it hands over."""
+    return max(10.0, tk.config.get("ckan.jobs.timeout") / 2)
+
+
 def deliver_pending(budget_seconds: float | None = None) -> dict[str, int]:
-    """The RQ job: deliver everything that is due, then return."""
+    """The RQ job: deliver everything that is due, linger, then return."""
     _clear_wake_flag()
-    if budget_seconds is None:
-        budget_seconds = max(10.0, tk.config.get("ckan.jobs.timeout") / 2)
+    budget = budget_seconds if budget_seconds is not None else _budget()
+    started = time.monotonic()
     deliverer = Deliverer()
     try:
-        stats = deliverer.run(budget_seconds)
+        deliverer.run(budget)
+        if not deliverer.gave_way and time.monotonic() < started + budget:
+            # Idle, not out of time: wait for the next event in this process.
+            linger(
+                lambda: deliverer.run(max(1.0, started + budget - time.monotonic())),
+                cfg.linger_seconds(),
+                started + budget + cfg.linger_seconds(),
+            )
     finally:
         deliverer.close()
         model.Session.remove()
+    stats = deliverer.stats
     if stats["sent"] or stats["skipped"]:
         log.info("webhooks: delivered %(succeeded)s, failed %(failed)s", stats)
-    if pending_work()["deliveries"] or stats["throttled"]:
-        wake_workers()  # out of time, or held back by a rate: hand over
+    work = pending_work()
+    if work["deliveries"] or work["events"] or stats["throttled"]:
+        wake_workers()  # out of time, gave way, or held back by a rate: hand over
     return stats
