@@ -62,13 +62,18 @@ def notify_listeners(session: Any) -> None:
 
 
 def others_waiting() -> bool:
-    """Another job waits on the delivery queue: time to give way."""
+    """A job other than a delivery wake-up waits on our queue: give way."""
     from ckan.lib.jobs import get_queue
 
     try:
-        return get_queue(cfg.queue()).count > 0
+        queue = get_queue(cfg.queue())
+        for job_id in queue.get_job_ids(0, 20):
+            job = queue.fetch_job(job_id)
+            if job is not None and not job.func_name.endswith(".deliver_pending"):
+                return True
     except Exception:
         return False
+    return False
 
 
 class Listener:
