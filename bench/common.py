@@ -265,12 +265,14 @@ def insert_webhooks(rows: list[dict[str, Any]]) -> list[str]:
     import ckan.model as model
     from sqlalchemy import text
 
+    from ckanext.webhooks.http import receiver_host
     from ckanext.webhooks.model import make_secret, make_webhook_id, utcnow
 
     now = utcnow()
     full = [
         {
             "id": make_webhook_id(),
+            "receiver_host": receiver_host(row["address"]),
             "topic": "dataset/update",
             "package_id": None,
             "organization_id": None,
@@ -283,10 +285,10 @@ def insert_webhooks(rows: list[dict[str, Any]]) -> list[str]:
     ]
     model.Session.execute(
         text(
-            "INSERT INTO webhook (id, topic, address, owner_id, created, secret, "
-            "package_id, organization_id, active, failure_count) VALUES "
-            "(:id, :topic, :address, :owner_id, :created, :secret, :package_id, "
-            ":organization_id, true, 0)"
+            "INSERT INTO webhook (id, topic, address, receiver_host, owner_id, "
+            "created, secret, package_id, organization_id, active, failure_count) "
+            "VALUES (:id, :topic, :address, :receiver_host, :owner_id, :created, "
+            ":secret, :package_id, :organization_id, true, 0)"
         ),
         full,
     )
