@@ -389,6 +389,37 @@ class TestPingsPerMinute:
         assert ping_from(app, second, hooks[2])[0] == "ok"
         assert receiver.count == 3
 
+    def test_forged_forwarding_headers_are_not_a_new_caller(self, app, receiver):
+        """CKAN trusts no proxy headers unless configured: neither may this."""
+        hooks = [self._hook(receiver, None) for _ in range(3)]
+        address = client_address()
+        got = []
+        for n, hook in enumerate(hooks):
+            response = app.post(
+                "/api/3/action/webhook_test",
+                json={"id": hook},
+                headers={
+                    "X-Forwarded-For": f"192.0.2.{n + 1}",
+                    "X-Real-IP": f"198.51.100.{n + 1}",
+                    "Forwarded": f"for=203.0.113.{n + 1}",
+                },
+                environ_overrides={"REMOTE_ADDR": address},
+            )
+            got.append((response.status_code, response.json.get("error")))
+        assert [status for status, _ in got] == [200, 200, 409], got
+        _says_the_limit(got[2][1], "caller", 2)
+
+    def test_one_ipv6_network_is_one_anonymous_caller(self, app, receiver):
+        """Beyond the contract: whoever has an IPv6 /64 (every home line) has
+        2**64 addresses; counting each as a caller means no limit at all."""
+        hooks = [self._hook(receiver, None) for _ in range(3)]
+        network = f"2001:db8:{secrets.randbits(16):x}:{secrets.randbits(16):x}::"
+        got = [
+            ping_from(app, f"{network}{n + 1:x}", hook) for n, hook in enumerate(hooks)
+        ]
+        assert [g[0] for g in got] == ["ok", "ok", 409], got
+        _says_the_limit(got[2][1], "caller", 2)
+
     def test_a_stranger_cannot_spend_the_owners_allowance(self, receiver):
         """Nor learn that the webhook exists: never an error about its id."""
         owner, stranger = factories.User(), factories.User()
