@@ -60,7 +60,8 @@ __all__ = [
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-K, V = TypeVar("K"), TypeVar("V")
+K = TypeVar("K")
+V = TypeVar("V")
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
@@ -268,7 +269,8 @@ def resolve(host: str, port: int, timeout: float) -> list[IPAddress]:
     getaddrinfo cannot be interrupted: it runs in a daemon thread, abandoned
     when time is up; the semaphore bounds how many a hung resolver can hold.
     """
-    started, answer, done = time.monotonic(), [], threading.Event()
+    started, done = time.monotonic(), threading.Event()
+    answer: list[Any] = []  # the lookup's result or its exception
     if not _lookup_slots.acquire(timeout=max(timeout, 0.0)):
         raise TimeoutError("name lookup timed out")
 
