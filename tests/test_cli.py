@@ -118,3 +118,12 @@ def test_migrations_downgrade_and_upgrade():
     assert not tables & set(inspect(model.meta.engine).get_table_names())
     site.ckan("db", "upgrade", "-p", "webhooks")
     assert tables <= set(inspect(model.meta.engine).get_table_names())
+
+
+def test_a_malformed_allowed_hosts_entry_stops_ckan_at_start_up():
+    from tests.helpers import Site
+
+    site = Site(**{"ckanext.webhooks.allowed_hosts": "127.0.0.1 10.0.0.0/8:99"})
+    result = site.ckan("webhooks", "--help", check=False)
+    assert result.returncode != 0
+    assert "allowed_hosts entry '10.0.0.0/8:99' is malformed" in result.stderr

@@ -25,6 +25,15 @@ events.register_session_listeners()
 class WebhooksPlugin(p.SingletonPlugin):
     p.implements(p.IDomainObjectModification, inherit=True)
     p.implements(p.IConfigurer)
+    p.implements(p.IConfigurable)
+
+    # IConfigurable
+    def configure(self, config: Any) -> None:
+        # A malformed ckanext.webhooks.allowed_hosts entry stops CKAN at
+        # start-up, with the entry named, rather than at the first delivery.
+        from ckanext.webhooks import config as cfg
+
+        cfg.address_policy()
 
     # IConfigurer
     def update_config(self, config: Any) -> None:
