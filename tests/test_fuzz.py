@@ -336,6 +336,15 @@ class TestFuzz:
 
         check()
 
+    @pytest.mark.parametrize("action", ACTIONS)
+    def test_a_thousand_levels_in_each_field(self, action, world):
+        """The same without chance: every field, the deepest shape navl walks."""
+        for field in (*FIELDS, "unknown"):
+            for shape in ("list of dicts", "dict of lists"):
+                value = Deep(shape, 1000, "x")
+                for caller in ("user", "publisher"):
+                    _call_and_check(world, action, caller, {field: value})
+
     def test_publish_only_expected_errors(self, world):
         """As a publisher, so the fuzz reaches validation of ``data``."""
 

@@ -288,6 +288,20 @@ class TestGoneIsFinalForAnonymousWebhooks:
         assert response.status_code < 500
         assert shown(hook)["active"] is False
 
+    def test_a_gone_receiver_is_not_pinged_through_the_anonymous_webhook(
+        self, receiver, run_jobs
+    ):
+        """Beyond the contract: the receiver asked for nothing more; holding
+        the id must not let anyone keep sending it test pings."""
+        [hook] = _gone(receiver, run_jobs, None)
+        before = receiver.count
+        for caller in (None, factories.User()):
+            try:
+                helpers.call_action("webhook_test", context=context(caller), id=hook)
+            except tk.ValidationError as error:
+                assert set(error.error_dict) <= {"id", "active"}, error.error_dict
+        assert receiver.count == before
+
     def test_a_new_anonymous_webhook_does_not_undo_a_410(self, receiver, run_jobs):
         """Beyond the contract: the receiver's 410 is otherwise undone by
         subscribing it again, which any stranger can do."""
