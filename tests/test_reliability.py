@@ -9,7 +9,7 @@ from ckan.tests import factories, helpers
 from sqlalchemy import text
 
 from ckanext.webhooks import delivery
-from tests.helpers import Site
+from tests.helpers import Site, count
 from tests.receiver import Reply
 
 
@@ -296,6 +296,40 @@ class TestPrune:
         assert result.exit_code == 0, result.output
         assert "Pruned 1 events, 1 log entries" in result.output
         assert len(helpers.call_action("webhook_delivery_list", id=hook["id"])) == 1
+
+    @pytest.mark.ckan_config("ckanext.webhooks.delivery_log_days", 30)
+    @pytest.mark.ckan_config("ckanext.webhooks.max_webhooks_per_address", 0)
+    def test_batches_prune_everything_old_and_keep_everything_recent(
+        self, receiver, run_jobs
+    ):
+        from ckanext.webhooks.retention import prune
+
+        for n in range(4):
+            subscribe(receiver, path=f"/h{n}")
+        for _ in range(5):
+            factories.Dataset()
+        run_jobs()  # 5 events, 20 deliveries, 20 log entries
+        old = datetime.datetime.utcnow() - datetime.timedelta(days=31)
+        model.Session.execute(
+            text(
+                "UPDATE webhook_event SET created = :t WHERE sequence IN "
+                "(SELECT sequence FROM webhook_event ORDER BY sequence LIMIT 3)"
+            ),
+            {"t": old},
+        )
+        model.Session.execute(
+            text(
+                "UPDATE webhook_attempt SET created = :t WHERE event_id IN "
+                "(SELECT id FROM webhook_event WHERE created = :t)"
+            ),
+            {"t": old},
+        )
+        model.Session.commit()
+        counts = prune(batch_size=5)  # attempts 5 at a time, events 1 at a time
+        assert (counts["events"], counts["attempts"]) == (3, 12)
+        assert count("webhook_event") == 2
+        assert count("webhook_delivery") == 8
+        assert count("webhook_attempt") == 8
 
 
 @pytest.mark.usefixtures("with_plugins", "clean_db")
