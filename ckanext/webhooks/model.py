@@ -183,3 +183,6 @@ class WebhookAttempt(tk.BaseModel):
     latency_ms = Column(Integer, nullable=True)
     response = Column(UnicodeText, nullable=True)
     outcome = Column(UnicodeText, nullable=False)
+
+    # Deleting a delivery cascades to its log entries along this index.
+    __table_args__ = (Index("ix_webhook_attempt_delivery", "delivery_id"),)
