@@ -1,21 +1,35 @@
 """Render claimed deliveries: the entity as each owner may see it, then the body.
 
-Views are computed once per (event, owner) and kept for the next batch too:
-an event's deliveries often span two batches, and the view was taken after
-the event, so it is still valid.
+An entity is rendered once per class of readers CKAN shows it the same way
+to (``visibility.ReaderClassViews``), or once per owner where that cannot be
+trusted: when ``ckanext.webhooks.render_per_owner`` says a plugin tailors
+``package_show`` per user, or when a plugin changes who may read
+(``core_reading_rules``). Views are kept per (event, owner) for the next
+batch too: an event's deliveries often span two batches, and the view was
+taken after the event, so it is still valid.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import logging
 from typing import Any
 
+import ckan.plugins as p
+
+from ckanext.webhooks import config as cfg
 from ckanext.webhooks.delivery.claiming import Claim
 from ckanext.webhooks.delivery.payload import render
-from ckanext.webhooks.delivery.visibility import EntityViews, Hidden
+from ckanext.webhooks.delivery.visibility import EntityViews, Hidden, ReaderClassViews
+from ckanext.webhooks.interfaces import IWebhooks
 from ckanext.webhooks.vocabulary import PING
 
-__all__ = ["Prepared", "Renderer"]
+__all__ = ["Prepared", "Renderer", "core_reading_rules"]
+
+log = logging.getLogger(__name__)
+
+SHOW_ACTIONS = frozenset({"package_show", "organization_show", "group_show"})
 
 
 @dataclasses.dataclass
@@ -31,21 +45,51 @@ class Prepared:
         return self.claim.webhook.receiver_host
 
 
+def core_reading_rules() -> bool:
+    """Whether CKAN's own rule decides who may read datasets and groups.
+
+    Not if a plugin brings permission labels, or its own auth function or
+    action for a ``*_show``: the SQL of reader classes would not know it.
+    """
+    if any(True for _ in p.PluginImplementations(p.IPermissionLabels)):
+        return False
+    for plugin in p.PluginImplementations(p.IAuthFunctions):
+        if SHOW_ACTIONS & plugin.get_auth_functions().keys():
+            return False
+    return not any(
+        SHOW_ACTIONS & plugin.get_actions().keys()
+        for plugin in p.PluginImplementations(p.IActions)
+    )
+
+
 class Renderer:
     """Turns claims into requests; skips what the owner may not see."""
 
     def __init__(self) -> None:
         self._previous: dict[tuple[str, str | None], Any] = {}
+        self.per_owner = cfg.render_per_owner()
+        if not self.per_owner and not core_reading_rules():
+            log.info("a plugin changes who may read: rendering per owner")
+            self.per_owner = True
+        # Owners share a view: a plugin shaping payloads gets its own copy.
+        self._copy = any(True for _ in p.PluginImplementations(IWebhooks))
 
     def render(self, claims: list[Claim]) -> tuple[list[Prepared], list[Claim]]:
-        views = EntityViews()
-        ready, skipped = [], []
-        seen: dict[tuple[str, str | None], Any] = {}
+        views = EntityViews() if self.per_owner else ReaderClassViews()
+        ready: list[Prepared] = []
+        sendable: list[Claim] = []
+        skipped: list[Claim] = []
         for claim in claims:
-            if not claim.webhook.active and claim.event.topic != PING:
-                skipped.append(claim)
-                continue
-            key = (claim.event.id, claim.webhook.owner_id)
+            off = not claim.webhook.active and claim.event.topic != PING
+            (skipped if off else sendable).append(claim)
+        views.prepare(
+            (claim.event, claim.webhook.owner_id)
+            for claim in sendable
+            if _key(claim) not in self._previous
+        )
+        seen: dict[tuple[str, str | None], Any] = {}
+        for claim in sendable:
+            key = _key(claim)
             if key not in seen:
                 seen[key] = (
                     self._previous[key]
@@ -56,10 +100,16 @@ class Renderer:
             if isinstance(entity, Hidden):
                 skipped.append(claim)
                 continue
+            if self._copy:
+                entity = copy.deepcopy(entity)
             body, headers = render(claim.event, claim.webhook, entity)
             ready.append(Prepared(claim, body, headers))
         self._previous = seen
         return ready, skipped
+
+
+def _key(claim: Claim) -> tuple[str, str | None]:
+    return (claim.event.id, claim.webhook.owner_id)
 
 
 def _view(views: EntityViews, claim: Claim) -> Any:
