@@ -446,6 +446,27 @@ class TestPingsPerMinute:
         assert ping(hook, owner)[0] == "ok"
         assert receiver.count == 1
 
+    def test_a_strangers_redeliveries_do_not_spend_it_either(self, receiver, run_jobs):
+        owner, stranger = factories.User(), factories.User()
+        hook = self._hook(receiver, owner)
+        factories.Dataset()
+        run_jobs()
+        admin = {"user": factories.Sysadmin()["name"]}
+        [entry] = helpers.call_action("webhook_delivery_list", context=admin, id=hook)
+        for data in ({"id": entry["id"]}, {"id": entry["event_id"]}) * 3:
+            for named in ({}, {"webhook_id": hook}):
+                try:
+                    helpers.call_action(
+                        "webhook_redeliver", context=context(stranger), **data, **named
+                    )
+                except tk.ObjectNotFound:
+                    continue
+                except tk.ValidationError as error:
+                    assert set(error.error_dict) == {"caller"}, error.error_dict
+                    continue
+                raise AssertionError("a stranger redelivered another user's event")
+        assert [ping(hook, owner)[0] for _ in range(2)] == ["ok", "ok"]
+
     def test_counted_for_all_web_processes_together(self, tmp_path, receiver):
         """Two pings in this process, the third through a live ``ckan run``."""
         owner, admin = factories.User(), factories.Sysadmin()
