@@ -1,0 +1,94 @@
+"""Kept-alive connections, bounded: a few per receiver, for a few receivers.
+
+Webhooks pointed at many different hosts must not make a worker hold an
+unbounded number of open sockets, so idle connections are kept ``size`` per
+(scheme, address, port, host name), for at most ``max_pools`` of them; the
+least recently used pool is closed first. Used from the event loop only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections import OrderedDict
+from typing import TypeVar
+
+__all__ = ["Connection", "PoolKey", "Pools", "recall", "remember"]
+
+K = TypeVar("K")
+V = TypeVar("V")
+PoolKey = tuple[str, str, int, str]  # scheme, address, port, host name
+
+
+def recall(cache: OrderedDict[K, V], key: K) -> V | None:
+    """The value for ``key``, which becomes the most recent; None if absent."""
+    if (value := cache.get(key)) is not None:
+        cache.move_to_end(key)
+    return value
+
+
+def remember(cache: OrderedDict[K, V], key: K, value: V, size: int) -> list[V]:
+    """Store ``value`` as most recent; returns the least recent beyond ``size``."""
+    cache[key] = value
+    cache.move_to_end(key)
+    return [cache.popitem(last=False)[1] for _ in range(len(cache) - max(1, size))]
+
+
+@dataclasses.dataclass(eq=False)
+class Connection:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    def usable(self) -> bool:
+        """Still open at both ends, as far as can be told without reading."""
+        reader = self.reader
+        closing = self.writer.is_closing() or reader.at_eof()
+        return not closing and reader.exception() is None
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def abort(self) -> None:
+        """Drop at once, unread data and all (never back into a pool)."""
+        self.writer.transport.abort()
+
+
+class Pools:
+    """Idle connections by key, ``size`` per key, ``max_pools`` keys at most."""
+
+    def __init__(self, size: int, max_pools: int) -> None:
+        self.size, self.max_pools = size, max_pools
+        self._idle: OrderedDict[PoolKey, list[Connection]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._idle)
+
+    def take(self, key: PoolKey) -> Connection | None:
+        """An idle connection for ``key``, if one is left; the key becomes the
+        most recent, and a pool beyond ``max_pools`` is closed."""
+        pool = recall(self._idle, key)
+        if pool is None:
+            for evicted in remember(self._idle, key, [], self.max_pools):
+                for connection in evicted:
+                    connection.close()
+            return None
+        while pool:
+            connection = pool.pop()
+            if connection.usable():
+                return connection
+            connection.close()
+        return None
+
+    def give_back(self, key: PoolKey, connection: Connection) -> None:
+        """Keep ``connection`` for the next request, unless its pool is gone or full."""
+        pool = self._idle.get(key)
+        if pool is None or len(pool) >= self.size:
+            connection.close()
+        else:
+            pool.append(connection)
+
+    def abort_all(self) -> None:
+        for pool in self._idle.values():
+            for connection in pool:
+                connection.abort()
+        self._idle.clear()

@@ -1,0 +1,344 @@
+"""The sender: POSTs on asyncio streams, pinned, pooled, within one deadline.
+
+A receiver is anyone's server, so nothing it does may hold a sender for long:
+``timeout`` is one wall-clock deadline for the whole request (lookup,
+connect, TLS, sending, response head and body), the response head is capped
+and at most ``max_response_bytes`` of the body are read. The connection goes
+to the address that was checked (``addresses.judge``); TLS is verified
+against the host name. No redirect is followed.
+
+One event loop, on a thread of its own, carries every request of a
+``Transport``: thousands of slow receivers cost a socket each, not a thread.
+A receiver reachable only because the policy exempts it (intranet, tests)
+never has its answer kept: else anyone could point a webhook at any internal
+port and read its first bytes in the delivery log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import email.utils
+import os
+import ssl
+import threading
+import time
+from collections import OrderedDict
+
+import certifi
+
+from ckanext.webhooks.http.addresses import (
+    AddressRejected,
+    Lookups,
+    Policy,
+    Target,
+    host_and_port,
+    judge,
+    literal_address,
+    split_url,
+)
+from ckanext.webhooks.http.pools import Connection, Pools, recall, remember
+from ckanext.webhooks.http.wire import (
+    STREAM_LIMIT,
+    BadResponse,
+    Head,
+    NoAnswer,
+    ResponseHeadersTooLarge,
+    read_body,
+    read_head,
+    request_bytes,
+)
+
+__all__ = ["Outcome", "Transport"]
+
+DNS_CACHE_SECONDS = 30.0
+Handed = tuple["concurrent.futures.Future[Outcome]", str, bytes, dict[str, str]]
+
+
+@dataclasses.dataclass
+class Outcome:
+    """One attempt. A request past its deadline has no status, only the error."""
+
+    status: int | None = None
+    error: str | None = None
+    latency_ms: int = 0
+    body: bytes = b""
+    retry_after: float | None = None
+    body_withheld: bool = False  # an exempt receiver's answer is never kept
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+class ConnectFailed(Exception):
+    """No connection to the receiver; str() is the system's reason."""
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _describe(error: BaseException) -> str:
+    """A short reason that names neither the address nor its query string."""
+    if isinstance(error, ConnectFailed):
+        return f"connection failed: {error}"
+    if isinstance(error, ssl.SSLError | ssl.CertificateError):
+        return "TLS error"
+    if isinstance(error, ResponseHeadersTooLarge):
+        return "response headers too large"
+    if isinstance(error, AddressRejected):
+        return f"address rejected: {error}"
+    if isinstance(error, BadResponse | EOFError | OSError):
+        return "connection broken"  # EOFError: asyncio.IncompleteReadError
+    return type(error).__name__
+
+
+class _Check:
+    """A host's checked Target, or the lookup that will give it: shared by the
+    requests of a burst, and not cancelled by one request's deadline."""
+
+    def __init__(self, target: Target | None, pending: asyncio.Future[Target] | None):
+        self._target, self._pending = target, pending
+
+    async def target(self) -> Target:
+        if self._target is not None:
+            return self._target
+        assert self._pending is not None
+        return await asyncio.shield(self._pending)
+
+
+class Transport:
+    """POSTs over pinned, pooled keep-alive connections, from any thread.
+
+    ``timeout`` is the deadline of a whole request; at most ``concurrency``
+    requests are in flight, and ``pool_size`` idle connections are kept per
+    receiver address, for at most ``max_pools`` receivers.
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        timeout: float = 10.0,
+        max_response_bytes: int = 1024,
+        pool_size: int = 10,
+        max_pools: int = 100,
+        concurrency: int = 100,
+    ):
+        self.policy = policy
+        self.timeout = timeout
+        self.max_response_bytes = max_response_bytes
+        self.pool_size = pool_size
+        self.max_pools = max_pools
+        self.concurrency = concurrency
+        self._pools = Pools(pool_size, max_pools)
+        self._checked: OrderedDict[tuple[str, str, int], tuple[float, _Check]]
+        self._checked = OrderedDict()
+        self._tls: ssl.SSLContext | None = None
+        self._lock = threading.Lock()  # guards the loop and the hand-over
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._handed: list[Handed] = []
+        self._wake_pending = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._lookups = Lookups()
+
+    # -- from any thread -------------------------------------------------
+
+    def submit(
+        self, url: str, body: bytes, headers: dict[str, str]
+    ) -> concurrent.futures.Future[Outcome]:
+        """Send on the transport's loop; the future's result is the Outcome.
+
+        Requests submitted in a row are handed over together, with one wake-up
+        of the loop, so the caller's thread pays little per request.
+        """
+        future: concurrent.futures.Future[Outcome] = concurrent.futures.Future()
+        with self._lock:
+            loop = self._running_loop()
+            self._handed.append((future, url, body, headers))
+            wake, self._wake_pending = not self._wake_pending, True
+        if wake:
+            loop.call_soon_threadsafe(self._start_handed)
+        return future
+
+    def post(self, url: str, body: bytes, headers: dict[str, str]) -> Outcome:
+        """One attempt, ended by the deadline if it is not over by then."""
+        return self.submit(url, body, headers).result()
+
+    def close(self) -> None:
+        """Stop the loop thread: every request is ended, every connection closed."""
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._shut_down(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop, started on its own thread if need be (the lock is held)."""
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._slots = asyncio.Semaphore(self.concurrency)
+            self._lookups = Lookups()
+            self._thread = threading.Thread(
+                target=self._loop.run_forever, name="webhooks-send", daemon=True
+            )
+            self._thread.start()
+        return self._loop
+
+    # -- on the loop -----------------------------------------------------
+
+    def _start_handed(self) -> None:
+        with self._lock:
+            handed, self._handed = self._handed, []
+            self._wake_pending = False
+        for future, url, body, headers in handed:
+            if future.set_running_or_notify_cancel():
+                task = asyncio.ensure_future(self._send_for(future, url, body, headers))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _send_for(
+        self,
+        future: concurrent.futures.Future[Outcome],
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+    ) -> None:
+        """``send`` once a slot is free (at most ``concurrency`` at a time)."""
+        try:
+            async with self._slots:
+                future.set_result(await self.send(url, body, headers))
+        except BaseException as error:  # cancelled: the transport is closing
+            future.set_exception(concurrent.futures.CancelledError(str(error)))
+            raise
+
+    async def _shut_down(self) -> None:
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._pools.abort_all()
+        self._checked.clear()
+        await asyncio.sleep(0)  # the aborted sockets close on this turn
+
+    async def send(self, url: str, body: bytes, headers: dict[str, str]) -> Outcome:
+        """One attempt; every failure is an Outcome, never an exception."""
+        started = time.perf_counter()
+        outcome = Outcome()
+        deadline = asyncio.timeout(self.timeout)
+        try:
+            async with deadline:
+                await self._exchange(url, body, headers, outcome)
+        except Exception as error:
+            outcome.error = _describe(error)
+        if deadline.expired():
+            outcome = Outcome(
+                error=f"timed out after {self.timeout:g} s "
+                "(deadline for the whole request)"
+            )
+        outcome.latency_ms = int((time.perf_counter() - started) * 1000)
+        return outcome
+
+    async def _exchange(
+        self, url: str, body: bytes, headers: dict[str, str], outcome: Outcome
+    ) -> None:
+        target = await self._target(url)
+        host = host_and_port(target.scheme, target.host, target.port)
+        request = request_bytes(target.path, host, headers, body)
+        key = (target.scheme, target.ip, target.port, target.host)
+        connection = self._pools.take(key)
+        if connection is not None:
+            try:  # kept alive: the receiver may have closed it as it was reused
+                head = await self._ask(connection, request)
+            except (NoAnswer, ConnectionResetError, BrokenPipeError):
+                connection = None
+        if connection is None:
+            connection = await self._connect(target)
+            head = await self._ask(connection, request)
+        outcome.status = head.status
+        outcome.retry_after = _retry_after(head.text(b"retry-after"))
+        try:
+            answer = await read_body(connection.reader, head, self.max_response_bytes)
+        except BaseException:
+            connection.abort()
+            raise
+        # An exempt receiver's short answer is read only to reuse the connection.
+        outcome.body_withheld = target.exempt
+        outcome.body = b"" if target.exempt else answer.data
+        if answer.reusable:
+            self._pools.give_back(key, connection)
+        else:
+            connection.close()
+
+    async def _ask(self, connection: Connection, request: bytes) -> Head:
+        """Write ``request`` and read the answer's head; on failure, drop it."""
+        try:
+            connection.writer.write(request)
+            await connection.writer.drain()
+            return await read_head(connection.reader)
+        except BaseException:
+            connection.abort()
+            raise
+
+    async def _connect(self, target: Target) -> Connection:
+        """A new connection to the checked address (TLS checks the host name)."""
+        tls = self._tls_context() if target.scheme == "https" else None
+        try:
+            reader, writer = await asyncio.open_connection(
+                target.ip,
+                target.port,
+                ssl=tls,
+                server_hostname=target.host if tls else None,
+                limit=STREAM_LIMIT,
+            )
+        except ssl.SSLError:
+            raise
+        except OSError as error:
+            reason = os.strerror(error.errno) if error.errno else "failed"
+            raise ConnectFailed(reason) from None
+        return Connection(reader, writer)
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            self._tls = ssl.create_default_context(cafile=certifi.where())
+        return self._tls
+
+    async def _target(self, url: str) -> Target:
+        """The checked target, remembered for a while: one lookup per host per burst."""
+        scheme, host, port, path = split_url(url)
+        key = (scheme, host, port)
+        cached = recall(self._checked, key)
+        if cached is None or cached[0] <= time.monotonic():
+            cached = (time.monotonic() + DNS_CACHE_SECONDS, self._check(*key))
+            remember(self._checked, key, cached, self.max_pools)
+        found = await cached[1].target()
+        return Target(scheme, host, port, path, found.ip, found.exempt)
+
+    def _check(self, scheme: str, host: str, port: int) -> _Check:
+        literal = literal_address(host)
+        if literal is not None:
+            return _Check(judge(scheme, host, port, "", [literal], self.policy), None)
+        return _Check(None, asyncio.ensure_future(self._resolve(scheme, host, port)))
+
+    async def _resolve(self, scheme: str, host: str, port: int) -> Target:
+        try:
+            addresses = await self._lookups.resolve(host, port)
+        except (OSError, UnicodeError):
+            raise AddressRejected("host name does not resolve") from None
+        return judge(scheme, host, port, "", addresses, self.policy)
