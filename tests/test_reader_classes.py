@@ -179,6 +179,22 @@ class TestDatasets:
         }
         assert _statuses().count("skipped") == 4  # outsiders and anonymous
 
+    @pytest.mark.ckan_config("ckanext.webhooks.concurrency", 1)
+    def test_small_batches_carry_each_class_view_over(self, receiver, run_jobs, cast):
+        """Two claims a batch: an event's deliveries span many batches, its
+        class views are carried over, and who may read is asked in each."""
+        audience = _audience(receiver, cast, "dataset/update")
+        private = factories.Dataset(owner_org=cast["org"]["id"], private=True)
+        public = factories.Dataset(owner_org=cast["org"]["id"])
+        for dataset in (private, public):
+            helpers.call_action("package_patch", id=dataset["id"], notes="new")
+        run_jobs()
+
+        readers = _check_against_ckan(audience, "dataset/update", private["id"])
+        assert readers == {"admin", "editor", "member", "sysadmin", "sysadmin2"}
+        readers = _check_against_ckan(audience, "dataset/update", public["id"])
+        assert readers == set(audience.owners)
+
     def test_collaborators_read_nothing_once_collaboration_is_off(
         self, receiver, run_jobs, cast, ckan_config, monkeypatch
     ):

@@ -4,9 +4,9 @@ An entity is rendered once per class of readers CKAN shows it the same way
 to (``visibility.ReaderClassViews``), or once per owner where that cannot be
 trusted: when ``ckanext.webhooks.render_per_owner`` says a plugin tailors
 ``package_show`` per user, or when a plugin changes who may read
-(``core_reading_rules``). Views are kept per (event, owner) for the next
-batch too: an event's deliveries often span two batches, and the view was
-taken after the event, so it is still valid.
+(``core_reading_rules``). Views are kept for the next batch too, per
+(event, class) or per (event, owner): an event's deliveries often span two
+batches, and the view was taken after the event, so it is still valid.
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ class Renderer:
     """Turns claims into requests; skips what the owner may not see."""
 
     def __init__(self) -> None:
-        self._previous: dict[tuple[str, str | None], Any] = {}
+        self._previous: dict[tuple[str, str | None], Any] = {}  # per owner
+        self._carried: dict[tuple[str, str], Any] = {}  # per class of readers
         self.per_owner = cfg.render_per_owner()
         if not self.per_owner and not core_reading_rules():
             log.info("a plugin changes who may read: rendering per owner")
@@ -75,7 +76,7 @@ class Renderer:
         self._copy = any(True for _ in p.PluginImplementations(IWebhooks))
 
     def render(self, claims: list[Claim]) -> tuple[list[Prepared], list[Claim]]:
-        views = EntityViews() if self.per_owner else ReaderClassViews()
+        views = EntityViews() if self.per_owner else ReaderClassViews(self._carried)
         ready: list[Prepared] = []
         sendable: list[Claim] = []
         skipped: list[Claim] = []
@@ -104,7 +105,10 @@ class Renderer:
                 entity = copy.deepcopy(entity)
             body, headers = render(claim.event, claim.webhook, entity)
             ready.append(Prepared(claim, body, headers))
-        self._previous = seen
+        if isinstance(views, ReaderClassViews):
+            self._carried = views.rendered
+        else:
+            self._previous = seen
         return ready, skipped
 
 

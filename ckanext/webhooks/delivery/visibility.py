@@ -89,14 +89,14 @@ class EntityViews:
             return snapshot
         if event.entity_type == "custom":
             if event.package_id:  # about a dataset: only for those who may read it
-                self._require_readable(event.package_id, webhook.owner_id)
+                self._require_readable(event, webhook.owner_id)
             return snapshot
         if event.topic.endswith("/delete"):
             return self._deleted(event, webhook, snapshot)
         try:
             if event.entity_type in ("organization", "group"):
                 return self._group(event, webhook.owner_id)
-            pkg = self._package(event.package_id, webhook.owner_id)
+            pkg = self._package(event, webhook.owner_id)
             if event.entity_type == "dataset":
                 return pkg
             for resource in pkg.get("resources", []):
@@ -149,11 +149,11 @@ class EntityViews:
             return Hidden("not active")
         return shown
 
-    def _require_readable(self, package_id: str, owner_id: str | None) -> None:
-        self._package(package_id, owner_id)
+    def _require_readable(self, event: WebhookEvent, owner_id: str | None) -> None:
+        self._package(event, owner_id)
 
-    def _package(self, package_id: str, owner_id: str | None) -> dict[str, Any]:
-        return self._show("package_show", {"id": package_id}, owner_id)
+    def _package(self, event: WebhookEvent, owner_id: str | None) -> dict[str, Any]:
+        return self._show("package_show", {"id": event.package_id}, owner_id)
 
     def _group(self, event: WebhookEvent, owner_id: str | None) -> dict[str, Any]:
         return self._show(*_group_request(event), owner_id)
@@ -185,12 +185,20 @@ class EntityViews:
 
 
 class ReaderClassViews(EntityViews):
-    """Entities rendered once per class of readers; access decided in SQL."""
+    """Entities rendered once per class of readers; access decided in SQL.
 
-    def __init__(self) -> None:
+    ``carried``: the views of the previous batch by (event id, class), kept in
+    ``rendered`` for the next. An event's deliveries often span two batches,
+    and its view was taken after the event, so it is still valid; who may
+    read it is decided afresh in each batch.
+    """
+
+    def __init__(self, carried: dict[tuple[str, str], Any] | None = None) -> None:
         super().__init__()
         self._datasets = _Decisions(_DATASET_READERS)
         self._groups = _Decisions(_GROUP_READERS)
+        self._carried = carried or {}
+        self.rendered: dict[tuple[str, str], Any] = {}
         self._by_class: dict[tuple[str, str, str], Any] = {}
         self._per_owner: set[str] = set()  # entities CKAN judged unlike the SQL
 
@@ -212,36 +220,53 @@ class ReaderClassViews(EntityViews):
         self._datasets.decide(datasets, owners)
         self._groups.decide(groups, owners)
 
-    def _require_readable(self, package_id: str, owner_id: str | None) -> None:
-        if self._datasets(package_id, owner_id) is None:
+    def _require_readable(self, event: WebhookEvent, owner_id: str | None) -> None:
+        if self._datasets(event.package_id, owner_id) is None:
             raise Hidden("may not read the dataset")
 
-    def _package(self, package_id: str, owner_id: str | None) -> dict[str, Any]:
-        data = {"id": package_id}
-        reader_class = self._datasets(package_id, owner_id)
+    def _package(self, event: WebhookEvent, owner_id: str | None) -> dict[str, Any]:
+        reader_class = self._datasets(event.package_id, owner_id)
         if reader_class is None:
             raise Hidden("may not read the dataset")
-        return self._view("package_show", data, reader_class, owner_id)
+        data = {"id": event.package_id}
+        return self._view(event, "package_show", data, reader_class, owner_id)
 
     def _group(self, event: WebhookEvent, owner_id: str | None) -> dict[str, Any]:
         action, data = _group_request(event)
         reader_class = self._groups(event.entity_id, owner_id)
         if reader_class is None:
             raise Hidden("owner is gone, or the group is not active")
-        return self._view(action, data, reader_class, owner_id)
+        return self._view(event, action, data, reader_class, owner_id)
 
     def _view(
-        self, action: str, data: dict[str, Any], reader_class: str, owner_id: str | None
+        self,
+        event: WebhookEvent,
+        action: str,
+        data: dict[str, Any],
+        reader_class: str,
+        owner_id: str | None,
     ) -> Any:
-        """``action`` as ``reader_class``, run as the first owner of it to ask."""
+        """``action`` as ``reader_class`` for ``event``: carried over from the
+        previous batch, or run as the first owner of the class to ask."""
         if reader_class == PER_OWNER or data["id"] in self._per_owner:
             return self._show(action, data, owner_id)
+        key = (event.id, reader_class)
+        if key not in self._carried:
+            self.rendered[key] = self._class_view(action, data, reader_class, owner_id)
+        else:
+            self.rendered[key] = self._carried[key]
+        return self.rendered[key]
+
+    def _class_view(
+        self, action: str, data: dict[str, Any], reader_class: str, owner_id: str | None
+    ) -> Any:
         key = (action, data["id"], reader_class)
         if key not in self._by_class:
             shown = self._run_as_owner(action, data, owner_id)
             if isinstance(shown, Hidden):
                 log.info("%s %s: %s, shown per owner", action, data["id"], shown)
                 self._per_owner.add(data["id"])
+                self._shown[(action, data["id"], owner_id)] = shown
                 return self._show(action, data, owner_id)
             self._by_class[key] = shown
         return self._by_class[key]
