@@ -115,18 +115,67 @@ def read_request(server: RawServer, conn: socket.socket) -> bool:
 
 
 def answer(
-    status: int = 200, headers: list[str] | None = None, body: bytes = b"ok"
+    status: int = 200,
+    headers: list[str] | None = None,
+    body: bytes = b"ok",
+    after: float = 0.0,
 ) -> Handler:
-    """A keep-alive receiver that answers every request the same way."""
+    """A keep-alive receiver that answers every request the same way, ``after``
+    seconds."""
     lines = [f"HTTP/1.1 {status} Whatever", *(headers or [])]
     lines.append(f"Content-Length: {len(body)}")
     response = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
     def handle(server: RawServer, conn: socket.socket, number: int) -> None:
         while read_request(server, conn):
+            if after and not server.pause(after):
+                return
             conn.sendall(response)
 
     return handle
+
+
+def raw(response: bytes, then_close: bool = False) -> Handler:
+    """Answers every request with ``response`` as it is (any framing, any
+    number of heads); with ``then_close``, closes after the first answer."""
+
+    def handle(server: RawServer, conn: socket.socket, number: int) -> None:
+        while read_request(server, conn):
+            conn.sendall(response)
+            if then_close:
+                conn.close()
+                return
+
+    return handle
+
+
+def once_per_connection(response: bytes) -> Handler:
+    """Answers the first request of a connection, then reads the next one and
+    closes without a word: a keep-alive timeout that crossed a new request."""
+
+    def handle(server: RawServer, conn: socket.socket, number: int) -> None:
+        if read_request(server, conn):
+            conn.sendall(response)
+            if read_request(server, conn):
+                conn.close()
+
+    return handle
+
+
+def speak_first(response: bytes) -> Handler:
+    """Sends ``response`` as soon as the client connects, then waits."""
+
+    def handle(server: RawServer, conn: socket.socket, number: int) -> None:
+        conn.sendall(response)
+        server.pause(TRICKLE_SECONDS)
+
+    return handle
+
+
+def hang_up(server: RawServer, conn: socket.socket, number: int) -> None:
+    """Reads the request and closes without answering."""
+    read_request(server, conn)
+    conn.close()
 
 
 def trickle_head(server: RawServer, conn: socket.socket, number: int) -> None:

@@ -6,7 +6,9 @@ host name to resolve to a given address; every connection is real.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import email.utils
 import gzip
 import ipaddress
 import socket
@@ -25,12 +27,16 @@ from ckanext.webhooks.http import (
     check_url,
     receiver_host,
 )
-from tests.receiver import Reply
+from tests.receiver import Receiver, Reply
 from tests.slow_receivers import (
     RawServer,
     answer,
     first_then,
+    hang_up,
+    once_per_connection,
+    raw,
     silent,
+    speak_first,
     trickle_body,
     trickle_head,
 )
@@ -694,6 +700,247 @@ def test_answer_of_a_public_receiver_is_kept_up_to_the_cap(body, headers, kept):
     assert (outcome.status, outcome.body_withheld, outcome.body) == (200, False, kept)
     assert follow.status == 200
     assert reused is (len(body) <= 100)  # unread data left: never reused
+
+
+# -- framing of answers, and when a connection is kept ----------------------
+
+
+def answer_bytes(status: int) -> bytes:
+    return f"HTTP/1.1 {status} Fine\r\nContent-Length: 2\r\n\r\nok".encode()
+
+
+CHUNKED = (
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"4\r\nWiki\r\n5;name=value\r\npedia\r\n0\r\nX-Trailer: yes\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("response", "status", "body", "kept"),
+    [
+        pytest.param(CHUNKED, 200, b"Wikipedia", True, id="chunked, with trailer"),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + (b"50\r\n" + b"c" * 80 + b"\r\n") * 3
+            + b"0\r\n\r\n",
+            200,
+            b"c" * 100,
+            False,
+            id="chunked beyond the cap",
+        ),
+        pytest.param(
+            b"HTTP/1.1 100 Continue\r\n\r\n"
+            b"HTTP/1.1 102 Processing\r\nX-Step: 1\r\n\r\n"
+            b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\ndone",
+            201,
+            b"done",
+            True,
+            id="interim answers skipped",
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+            200,
+            b"ok",
+            False,
+            id="Connection: close",
+        ),
+        pytest.param(
+            b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            200,
+            b"ok",
+            False,
+            id="HTTP/1.0",
+        ),
+        pytest.param(
+            b"HTTP/1.1 204 No Content\r\n\r\n", 204, b"", True, id="204, no body"
+        ),
+    ],
+)
+def test_answers_are_read_by_their_framing(response, status, body, kept):
+    transport = _AsIfPublic(LOOPBACK, timeout=5, max_response_bytes=100)
+    try:
+        with RawServer(raw(response)) as server:
+            outcomes = [transport.post(server.url + "/in", b"{}", {}) for _ in "ab"]
+            connections = server.connections
+    finally:
+        transport.close()
+    assert [(o.status, o.error, o.body) for o in outcomes] == [(status, None, body)] * 2
+    assert connections == (1 if kept else 2)
+
+
+def test_answer_delimited_by_closing_is_read_up_to_the_cap():
+    transport = _AsIfPublic(LOOPBACK, timeout=5, max_response_bytes=100)
+    response = b"HTTP/1.1 200 OK\r\n\r\n" + b"e" * 150
+    try:
+        with RawServer(raw(response, then_close=True)) as server:
+            outcomes = [transport.post(server.url + "/in", b"{}", {}) for _ in "ab"]
+            assert server.connections == 2
+    finally:
+        transport.close()
+    assert [(o.status, o.body) for o in outcomes] == [(200, b"e" * 100)] * 2
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        pytest.param(b"SSH-2.0-OpenSSH_9.2\r\n\r\n", id="not HTTP"),
+        pytest.param(b"HTTP/1.1 2000 OK\r\n\r\n", id="four-digit status"),
+        pytest.param(b"HTTP/2 200\r\n\r\n", id="HTTP/2"),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+            id="two lengths",
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\n",
+            id="negative chunk",
+        ),
+    ],
+)
+def test_malformed_answer_is_a_broken_connection(transport, response):
+    """A status read before the body broke is kept: the receiver did answer."""
+    with RawServer(raw(response)) as server:
+        outcome, _ = _timed_post(transport, server.url + "/in")
+        outcome_again, _ = _timed_post(transport, server.url + "/in")
+        assert server.connections == 2  # a broken connection is never reused
+    assert outcome.error == outcome_again.error == "connection broken"
+    assert outcome.status in (None, 200)
+
+
+def test_kept_connection_closed_by_the_receiver_is_replaced_once():
+    """The request is sent again on a new connection (at least once, as ever)."""
+    transport = Transport(LOOPBACK, timeout=5)
+    try:
+        with RawServer(once_per_connection(answer_bytes(201))) as server:
+            first = transport.post(server.url + "/in", b"{}", {})
+            second = transport.post(server.url + "/in", b"{}", {})
+            assert server.wait_until(lambda s: s.requests == 3)
+            assert server.connections == 2
+    finally:
+        transport.close()
+    assert (first.status, second.status, second.error) == (201, 201, None)
+
+
+def test_new_connection_closed_without_an_answer_is_not_sent_again(transport):
+    with RawServer(hang_up) as server:
+        outcome, _ = _timed_post(transport, server.url + "/in")
+        assert server.connections == 1
+    assert (outcome.status, outcome.error) == (None, "connection broken")
+
+
+# -- failures are described without the address ------------------------------
+
+
+def _unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_refused_connection_names_the_reason_not_the_address(transport):
+    port = _unused_port()
+    outcome, _ = _timed_post(transport, f"http://127.0.0.1:{port}/in?token=s3cret")
+    assert outcome.error == "connection failed: Connection refused"
+    assert str(port) not in outcome.error
+
+
+def test_tls_to_a_receiver_that_does_not_speak_it_is_a_tls_error(transport):
+    with RawServer(speak_first(answer_bytes(400))) as server:
+        url = server.url.replace("http", "https", 1) + "/in"
+        outcome, _ = _timed_post(transport, url)
+    assert (outcome.status, outcome.error) == (None, "TLS error")
+
+
+def test_header_with_a_line_break_is_never_sent(transport):
+    with RawServer(answer()) as server:
+        outcome = transport.post(
+            server.url + "/in", b"{}", {"X-Evil": "a\r\nX-Injected: 1"}
+        )
+        assert server.requests == 0
+    assert (outcome.status, outcome.error) == (None, "ValueError")
+
+
+def test_request_line_is_ascii_and_host_is_ours():
+    transport = Transport(LOOPBACK, timeout=5)
+    try:
+        with Receiver() as receiver:
+            outcome = transport.post(
+                receiver.url + "/in/bücher?q=ä", b"{}", {"host": "evil.example"}
+            )
+            (got,) = receiver.received
+    finally:
+        transport.close()
+    assert outcome.status == 200
+    assert got.path == "/in/b%C3%BCcher?q=%C3%A4"
+    assert got.headers["Host"] == receiver.url.removeprefix("http://")
+
+
+def test_retry_after_as_a_date():
+    when = email.utils.formatdate(time.time() + 120, usegmt=True)
+    headers = [f"Retry-After: {when}"]
+    transport = Transport(LOOPBACK, timeout=5)
+    try:
+        with RawServer(answer(503, headers)) as server:
+            outcome = transport.post(server.url + "/in", b"{}", {})
+    finally:
+        transport.close()
+    assert outcome.status == 503
+    assert 100 < outcome.retry_after <= 120
+
+
+# -- many requests on one event loop -----------------------------------------
+
+
+def test_at_most_concurrency_requests_are_in_flight():
+    transport = Transport(LOOPBACK, timeout=10, concurrency=5, pool_size=5)
+    try:
+        with RawServer(answer(after=0.2)) as server:
+            futures = [
+                transport.submit(server.url + "/in", b"{}", {}) for _ in range(20)
+            ]
+            outcomes = [future.result() for future in futures]
+            assert server.connections == 5  # five at once, then reused
+    finally:
+        transport.close()
+    assert [o.status for o in outcomes] == [200] * 20
+
+
+def test_a_hanging_receiver_delays_no_other():
+    transport = Transport(LOOPBACK, timeout=5, concurrency=10)
+    try:
+        with RawServer(silent) as hanging, RawServer(answer()) as quick:
+            hung = transport.submit(hanging.url + "/in", b"{}", {})
+            fine = [transport.submit(quick.url + "/in", b"{}", {}) for _ in range(20)]
+            assert [f.result().status for f in fine] == [200] * 20
+            assert not hung.done()
+            assert "deadline" in hung.result().error
+    finally:
+        transport.close()
+
+
+def test_close_ends_requests_in_flight():
+    transport = Transport(LOOPBACK, timeout=60)
+    with RawServer(silent) as server:
+        future = transport.submit(server.url + "/in", b"{}", {})
+        assert server.wait_until(lambda s: s.connections == 1)
+        transport.close()
+        with pytest.raises(concurrent.futures.CancelledError):
+            future.result(timeout=10)
+
+
+def test_sockets_in_use_and_idle_never_outnumber_concurrency():
+    transport = Transport(LOOPBACK, timeout=5, concurrency=2, pool_size=2)
+    servers = [RawServer(answer()).start() for _ in range(3)]
+    try:
+        for server in servers[:2]:
+            assert transport.post(server.url + "/in", b"{}", {}).status == 200
+        assert (servers[0].hung_up, servers[1].hung_up) == (0, 0)
+        assert transport.post(servers[2].url + "/in", b"{}", {}).status == 200
+        assert servers[0].wait_until(lambda s: s.hung_up == 1)  # the oldest idle
+        assert servers[1].hung_up == 0
+    finally:
+        transport.close()
+        for server in servers:
+            server.stop()
 
 
 # -- through the actions and the delivery worker ----------------------------

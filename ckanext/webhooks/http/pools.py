@@ -2,8 +2,9 @@
 
 Webhooks pointed at many different hosts must not make a worker hold an
 unbounded number of open sockets, so idle connections are kept ``size`` per
-(scheme, address, port, host name), for at most ``max_pools`` of them; the
-least recently used pool is closed first. Used from the event loop only.
+(scheme, address, port, host name), for at most ``max_pools`` of them, and
+``shrink_to`` closes idle ones to make room for new ones; the least recently
+used pool goes first. Used from the event loop only.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class Pools:
     def __init__(self, size: int, max_pools: int) -> None:
         self.size, self.max_pools = size, max_pools
         self._idle: OrderedDict[PoolKey, list[Connection]] = OrderedDict()
+        self.idle = 0  # connections in all pools
 
     def __len__(self) -> int:
         return len(self._idle)
@@ -69,11 +71,13 @@ class Pools:
         pool = recall(self._idle, key)
         if pool is None:
             for evicted in remember(self._idle, key, [], self.max_pools):
+                self.idle -= len(evicted)
                 for connection in evicted:
                     connection.close()
             return None
         while pool:
             connection = pool.pop()
+            self.idle -= 1
             if connection.usable():
                 return connection
             connection.close()
@@ -86,9 +90,17 @@ class Pools:
             connection.close()
         else:
             pool.append(connection)
+            self.idle += 1
+
+    def shrink_to(self, most: int) -> None:
+        """Close idle connections, oldest pool first, until ``most`` are left."""
+        for pool in self._idle.values():
+            while pool and self.idle > most:
+                pool.pop(0).abort()
+                self.idle -= 1
+            if self.idle <= most:
+                return
 
     def abort_all(self) -> None:
-        for pool in self._idle.values():
-            for connection in pool:
-                connection.abort()
+        self.shrink_to(0)
         self._idle.clear()

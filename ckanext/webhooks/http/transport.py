@@ -123,7 +123,9 @@ class Transport:
 
     ``timeout`` is the deadline of a whole request; at most ``concurrency``
     requests are in flight, and ``pool_size`` idle connections are kept per
-    receiver address, for at most ``max_pools`` receivers.
+    receiver address, for at most ``max_pools`` receivers. Connections in use
+    and idle together never number more than ``concurrency``: a file
+    descriptor each.
     """
 
     def __init__(
@@ -151,6 +153,7 @@ class Transport:
         self._handed: list[Handed] = []
         self._wake_pending = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sending = 0  # requests holding a slot
         self._slots = asyncio.Semaphore(concurrency)
         self._lookups = Lookups()
 
@@ -223,7 +226,11 @@ class Transport:
         """``send`` once a slot is free (at most ``concurrency`` at a time)."""
         try:
             async with self._slots:
-                future.set_result(await self.send(url, body, headers))
+                self._sending += 1
+                try:
+                    future.set_result(await self.send(url, body, headers))
+                finally:
+                    self._sending -= 1
         except BaseException as error:  # cancelled: the transport is closing
             future.set_exception(concurrent.futures.CancelledError(str(error)))
             raise
@@ -298,6 +305,7 @@ class Transport:
 
     async def _connect(self, target: Target) -> Connection:
         """A new connection to the checked address (TLS checks the host name)."""
+        self._pools.shrink_to(self.concurrency - max(1, self._sending))
         tls = self._tls_context() if target.scheme == "https" else None
         try:
             reader, writer = await asyncio.open_connection(
