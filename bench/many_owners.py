@@ -7,8 +7,8 @@ Stock ``ckan jobs worker``s deliver to one local keep-alive receiver (its own
 process), as in throughput.py:
 
 * events x webhooks deliveries (default 5,000) whose webhooks all belong to
-  one user, then the same load with ``--owners`` distinct users per event: the
-  second must reach 0.7 of the first's rate;
+  one user, before and after the same load with ``--owners`` distinct users
+  per event: that must reach 0.7 of the one owner's rate (their mean);
 * one event to ``--fanout`` webhooks of as many distinct users: all must
   have arrived within 3 s of the wake-up;
 * all three again with ``ckanext.webhooks.render_per_owner = true``
@@ -74,22 +74,28 @@ def measure(
     people: list[str],
     args: argparse.Namespace,
 ) -> dict[str, dict[str, Any]]:
-    """One owner, many owners per event, and the fan-out, with ``ini``."""
+    """With ``ini``: one owner before and after (the load on the machine
+    drifts: their mean is the baseline), many owners per event, the fan-out."""
     load = (args.events, args.webhooks)
-    return {
-        "one": deliver(ini, receiver, datasets, people[:1], *load),
-        "many": deliver(ini, receiver, datasets, people[: args.owners], *load),
-        "fanout": deliver(
-            ini, receiver, datasets[:1], people[: args.fanout], 1, args.fanout
-        ),
-    }
+    runs = {"before": deliver(ini, receiver, datasets, people[:1], *load)}
+    runs["many"] = deliver(ini, receiver, datasets, people[: args.owners], *load)
+    runs["fanout"] = deliver(
+        ini, receiver, datasets[:1], people[: args.fanout], 1, args.fanout
+    )
+    runs["after"] = deliver(ini, receiver, datasets, people[:1], *load)
+    return runs
+
+
+def one_owner_rate(runs: dict[str, dict[str, Any]]) -> float:
+    return (runs["before"]["rate"] + runs["after"]["rate"]) / 2
 
 
 def report(title: str, runs: dict[str, dict[str, Any]], owners: int) -> None:
     print(title)
-    describe("  1 owner", runs["one"])
+    describe("  1 owner (before)", runs["before"])
     describe(f"  {owners} owners per event", runs["many"])
     describe(f"  1 event x {runs['fanout']['total']} owners", runs["fanout"])
+    describe("  1 owner (after)", runs["after"])
 
 
 def main() -> None:
@@ -134,25 +140,37 @@ def main() -> None:
             "render_per_owner = true (package_show per owner)", per_owner, args.owners
         )
     print()
-    ratio = classes["many"]["rate"] / classes["one"]["rate"]
+    targets(args, classes, per_owner)
+
+
+def targets(
+    args: argparse.Namespace,
+    classes: dict[str, dict[str, Any]],
+    per_owner: dict[str, dict[str, Any]] | None,
+) -> None:
+    one, many = one_owner_rate(classes), classes["many"]["rate"]
     print(
         f"target: {args.owners} owners per event at least {TARGET_RATIO} of one "
-        f"owner: {classes['many']['rate']:.0f}/s against "
-        f"{classes['one']['rate']:.0f}/s = {ratio:.2f} {verdict(ratio >= TARGET_RATIO)}"
+        f"owner: {many:.0f}/s against {one:.0f}/s (mean) = {many / one:.2f} "
+        f"{verdict(many / one >= TARGET_RATIO)}"
     )
     fanout = classes["fanout"]
-    arrived = fanout["unique"] == fanout["total"]
+    met = (
+        fanout["unique"] == fanout["total"]
+        and fanout["seconds"] <= TARGET_FANOUT_SECONDS
+    )
     print(
         f"target: 1 event x {args.fanout} webhooks of {args.fanout} users, all "
-        f"arrived in {fanout['seconds']:.2f} s (at most {TARGET_FANOUT_SECONDS:.0f} s)"
-        f", {fanout['unique']}/{fanout['total']} "
-        f"{verdict(arrived and fanout['seconds'] <= TARGET_FANOUT_SECONDS)}"
+        f"arrived in {fanout['seconds']:.2f} s (at most "
+        f"{TARGET_FANOUT_SECONDS:.0f} s), {fanout['unique']}/{fanout['total']} "
+        f"{verdict(met)}"
     )
     if per_owner:
+        ratio = per_owner["many"]["rate"] / one_owner_rate(per_owner)
         print(
-            f"render_per_owner = true for comparison: {args.owners} owners "
-            f"{per_owner['many']['rate'] / per_owner['one']['rate']:.2f} of one "
-            f"owner; the fan-out in {per_owner['fanout']['seconds']:.2f} s"
+            f"render_per_owner = true, for comparison: {args.owners} owners "
+            f"{ratio:.2f} of one owner; the fan-out in "
+            f"{per_owner['fanout']['seconds']:.2f} s"
         )
 
 
