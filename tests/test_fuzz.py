@@ -178,6 +178,8 @@ values = st.recursive(
 def names_a_field(error: tk.ValidationError, data: dict[str, Any]) -> bool:
     """Every key of the error is a field: given, known, or the caller/owner."""
     given = {str(key)[:100] for key in data}
+    if isinstance(data.get("__extras"), dict):  # navl merges these into the data
+        given |= {str(key)[:100] for key in data["__extras"]}
     known = set(FIELDS) | NOT_FIELDS_BUT_NAMED
     keys = set(error.error_dict)
     return bool(keys) and keys <= given | known
@@ -344,6 +346,25 @@ class TestFuzz:
                 value = Deep(shape, 1000, "x")
                 for caller in ("user", "publisher"):
                     _call_and_check(world, action, caller, {field: value})
+
+    @pytest.mark.parametrize(
+        "extra",
+        [
+            {"secret": [{}, None]},
+            {"__extras": 1.0},
+            {"__extras": [None]},
+            {"__extras": [{}, None]},
+            {"__extras": {"owner_id": "x"}},
+            {"id": [{}, None]},
+        ],
+        ids=repr,
+    )
+    @pytest.mark.parametrize("action", ACTIONS)
+    def test_odd_values_beside_the_callers_own_webhook(self, action, extra, world):
+        """Found by the fuzz: with an id that passes auth, these reach navl."""
+        own = world["known"]["id"][0]
+        for caller in ("user", "publisher"):
+            _call_and_check(world, action, caller, {"id": own, **extra})
 
     def test_publish_only_expected_errors(self, world):
         """As a publisher, so the fuzz reaches validation of ``data``."""
