@@ -28,9 +28,9 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import inspect, text
 
 from ckanext.webhooks import topics
-from ckanext.webhooks.delivery.listener import notify_listeners
 from ckanext.webhooks.matching import matching_webhooks_sql
 from ckanext.webhooks.model import make_event_id, utcnow
+from ckanext.webhooks.vocabulary import DELIVERY_CHANNEL
 
 __all__ = [
     "publish",
@@ -77,6 +77,10 @@ _INSERT_EVENT = text(
 )
 
 
+# Delivered by PostgreSQL at commit (and dropped on rollback): wakes a
+# delivery job that lingers (delivery/listener.py) exactly when it may read.
+_NOTIFY = text(f"NOTIFY {DELIVERY_CHANNEL}")
+
 _SAVEPOINT = text("SAVEPOINT ckanext_webhooks_event")
 _ROLLBACK_TO_SAVEPOINT = text("ROLLBACK TO SAVEPOINT ckanext_webhooks_event")
 _RELEASE_SAVEPOINT = text("RELEASE SAVEPOINT ckanext_webhooks_event")
@@ -108,7 +112,7 @@ def wake_workers_after_commit() -> None:
     job queued if none lingers."""
     session = model.Session()
     if not session.info.get(_WAKE):
-        notify_listeners(session)
+        session.execute(_NOTIFY)
         session.info[_WAKE] = True
 
 
@@ -234,7 +238,7 @@ def _insert(session: Any, **event: Any) -> str | None:
             },
         )
         if result.rowcount and not session.info.get(_WAKE):
-            notify_listeners(session)
+            session.execute(_NOTIFY)
     except Exception:
         session.execute(_ROLLBACK_TO_SAVEPOINT)
         raise

@@ -12,6 +12,7 @@ import enum
 __all__ = [
     "CUSTOM_PREFIX",
     "DATASET_TOPICS",
+    "DELIVERY_CHANNEL",
     "EVENT_PREFIX",
     "GONE_REASON",
     "GROUP_TOPICS",
@@ -39,6 +40,9 @@ GROUP_TOPICS = ("group/create", "group/update", "group/delete")
 TOPICS = DATASET_TOPICS + RESOURCE_TOPICS + ORGANIZATION_TOPICS + GROUP_TOPICS
 PING = "webhook/ping"
 CUSTOM_PREFIX = "custom/"
+
+# The PostgreSQL NOTIFY channel on which capture wakes a lingering delivery job.
+DELIVERY_CHANNEL = "ckanext_webhooks"
 
 # Why a webhook was disabled when its receiver answered 410 Gone: that answer
 # is final for anonymous webhooks (see logic.auth.may_reenable).

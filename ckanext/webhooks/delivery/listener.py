@@ -21,25 +21,20 @@ from typing import Any
 
 import ckan.model as model
 import ckan.plugins.toolkit as tk
-from sqlalchemy import text
 
 from ckanext.webhooks import config as cfg
 from ckanext.webhooks.delivery.claiming import seconds_until_next_due
+from ckanext.webhooks.vocabulary import DELIVERY_CHANNEL
 
 __all__ = [
-    "CHANNEL",
     "Listener",
     "linger",
-    "notify_listeners",
     "others_waiting",
     "someone_listens",
 ]
 
-CHANNEL = "ckanext_webhooks"
 MARK_MS = 2000  # a listener that died stops counting after this
 POLL_SECONDS = 0.5  # how often a waiting job looks at its queue
-
-_NOTIFY = text(f"NOTIFY {CHANNEL}")
 
 
 def _mark_key() -> str:
@@ -54,11 +49,6 @@ def someone_listens() -> bool:
         return bool(connect_to_redis().exists(_mark_key()))
     except Exception:
         return False
-
-
-def notify_listeners(session: Any) -> None:
-    """NOTIFY in the current transaction: delivered to listeners at commit."""
-    session.execute(_NOTIFY)
 
 
 def others_waiting() -> bool:
@@ -86,7 +76,7 @@ class Listener:
         )
         self._conn.autocommit = True
         with self._conn.cursor() as cursor:
-            cursor.execute(f"LISTEN {CHANNEL}")
+            cursor.execute(f"LISTEN {DELIVERY_CHANNEL}")
 
     def wait(self, seconds: float) -> bool:
         """Wait up to ``seconds``, holding the mark; True if an event committed."""
