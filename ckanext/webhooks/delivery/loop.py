@@ -1,9 +1,10 @@
 """The delivery loop: outbox -> claim -> render -> send -> record, until done.
 
 The loop owns the order of the steps and the pacing (the per-host schedule,
-batching of outcomes); the I/O itself is ``transport.post(url, body,
-headers)`` run on a thread pool (``_start_due`` and ``_wait``), so a
-non-blocking sender can replace those two without touching the steps.
+batching of outcomes); the I/O itself is ``transport.submit(url, body,
+headers)``, non-blocking requests on the transport's own event loop, started
+in ``_start_due`` and collected in ``_wait``, so the steps never wait on a
+receiver.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import heapq
 import itertools
 import time
 from collections import defaultdict
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 
 from ckanext.webhooks import config as cfg
 from ckanext.webhooks.delivery import outcomes
@@ -43,6 +44,7 @@ def transport_from_config() -> Transport:
         timeout=cfg.timeout(),
         max_response_bytes=cfg.max_response_bytes(),
         pool_size=cfg.concurrency(),
+        concurrency=cfg.concurrency(),
     )
 
 
@@ -80,36 +82,35 @@ class Deliverer:
         # request would cost more than the request itself.
         unrecorded: list[tuple[Claim, Outcome]] = []
         recorded_at = checked_at = time.monotonic()
-        with ThreadPoolExecutor(self.concurrency, "webhooks-send") as pool:
-            idle = False
-            while True:
-                if time.monotonic() - checked_at >= GIVE_WAY_CHECK:
-                    checked_at = time.monotonic()
-                    self.gave_way = self.gave_way or others_waiting()
-                out_of_time = self.gave_way or (
-                    deadline is not None and time.monotonic() > deadline
-                )
-                self._start_due(pool, inflight)
-                room = 2 * self.concurrency - len(inflight) - len(self._timetable)
-                if not idle and not out_of_time and room >= self.concurrency:
-                    idle = not self._take(room)
-                    continue
-                if not inflight and not self._timetable:
-                    if out_of_time or not self._rest_until_due():
-                        break
-                    idle = False
-                    continue
-                done = self._wait(inflight)
-                if done:
-                    unrecorded += [(inflight.pop(f).claim, f.result()) for f in done]
-                    idle = False
-                if unrecorded and (
-                    len(unrecorded) >= self.concurrency
-                    or not inflight
-                    or time.monotonic() - recorded_at >= RECORD_INTERVAL
-                ):
-                    self._record(unrecorded)
-                    unrecorded, recorded_at = [], time.monotonic()
+        idle = False
+        while True:
+            if time.monotonic() - checked_at >= GIVE_WAY_CHECK:
+                checked_at = time.monotonic()
+                self.gave_way = self.gave_way or others_waiting()
+            out_of_time = self.gave_way or (
+                deadline is not None and time.monotonic() > deadline
+            )
+            self._start_due(inflight)
+            room = 2 * self.concurrency - len(inflight) - len(self._timetable)
+            if not idle and not out_of_time and room >= self.concurrency:
+                idle = not self._take(room)
+                continue
+            if not inflight and not self._timetable:
+                if out_of_time or not self._rest_until_due():
+                    break
+                idle = False
+                continue
+            done = self._wait(inflight)
+            if done:
+                unrecorded += [(inflight.pop(f).claim, f.result()) for f in done]
+                idle = False
+            if unrecorded and (
+                len(unrecorded) >= self.concurrency
+                or not inflight
+                or time.monotonic() - recorded_at >= RECORD_INTERVAL
+            ):
+                self._record(unrecorded)
+                unrecorded, recorded_at = [], time.monotonic()
         return self.stats
 
     def _take(self, room: int) -> bool:
@@ -143,12 +144,11 @@ class Deliverer:
                 release(held, later)
                 self._held_until = max(self._held_until, now + next_free)
 
-    def _start_due(self, pool: ThreadPoolExecutor, inflight: dict) -> None:
+    def _start_due(self, inflight: dict) -> None:
         now = time.monotonic()
         while self._timetable and self._timetable[0][0] <= now:
             prepared = heapq.heappop(self._timetable)[2]
-            future = pool.submit(
-                self.transport.post,
+            future = self.transport.submit(
                 prepared.claim.webhook.address,
                 prepared.body,
                 prepared.headers,

@@ -20,6 +20,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import email.utils
+import functools
 import os
 import ssl
 import threading
@@ -48,6 +49,7 @@ from ckanext.webhooks.http.wire import (
     read_body,
     read_head,
     request_bytes,
+    request_start,
 )
 
 __all__ = ["Outcome", "Transport"]
@@ -104,18 +106,20 @@ def _describe(error: BaseException) -> str:
     return type(error).__name__
 
 
+@functools.lru_cache(maxsize=4096)
+def _route(url: str) -> tuple[tuple[str, str, int], str, bytes]:
+    """((scheme, host, port), path, request start) of ``url``, parsed once."""
+    scheme, host, port, path = split_url(url)
+    start = request_start(path, host_and_port(scheme, host, port))
+    return (scheme, host, port), path, start
+
+
 class _Check:
     """A host's checked Target, or the lookup that will give it: shared by the
     requests of a burst, and not cancelled by one request's deadline."""
 
     def __init__(self, target: Target | None, pending: asyncio.Future[Target] | None):
-        self._target, self._pending = target, pending
-
-    async def target(self) -> Target:
-        if self._target is not None:
-            return self._target
-        assert self._pending is not None
-        return await asyncio.shield(self._pending)
+        self.target, self.pending = target, pending
 
 
 class Transport:
@@ -266,8 +270,7 @@ class Transport:
         self, url: str, body: bytes, headers: dict[str, str], outcome: Outcome
     ) -> None:
         target = await self._target(url)
-        host = host_and_port(target.scheme, target.host, target.port)
-        request = request_bytes(target.path, host, headers, body)
+        request = request_bytes(_route(url)[2], headers, body)
         key = (target.scheme, target.ip, target.port, target.host)
         connection = self._pools.take(key)
         if connection is not None:
@@ -297,7 +300,8 @@ class Transport:
         """Write ``request`` and read the answer's head; on failure, drop it."""
         try:
             connection.writer.write(request)
-            await connection.writer.drain()
+            if connection.writer.transport.get_write_buffer_size():
+                await connection.writer.drain()  # a big body, a slow reader
             return await read_head(connection.reader)
         except BaseException:
             connection.abort()
@@ -329,14 +333,16 @@ class Transport:
 
     async def _target(self, url: str) -> Target:
         """The checked target, remembered for a while: one lookup per host per burst."""
-        scheme, host, port, path = split_url(url)
-        key = (scheme, host, port)
+        key, path, _ = _route(url)
         cached = recall(self._checked, key)
         if cached is None or cached[0] <= time.monotonic():
             cached = (time.monotonic() + DNS_CACHE_SECONDS, self._check(*key))
             remember(self._checked, key, cached, self.max_pools)
-        found = await cached[1].target()
-        return Target(scheme, host, port, path, found.ip, found.exempt)
+        found = cached[1].target
+        if found is None:
+            assert cached[1].pending is not None
+            found = await asyncio.shield(cached[1].pending)
+        return Target(*key, path, found.ip, found.exempt)
 
     def _check(self, scheme: str, host: str, port: int) -> _Check:
         literal = literal_address(host)

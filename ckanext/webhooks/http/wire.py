@@ -27,6 +27,7 @@ __all__ = [
     "read_body",
     "read_head",
     "request_bytes",
+    "request_start",
 ]
 
 MAX_RESPONSE_HEADERS = 64  # header lines in one head (http.client stops at 99)
@@ -53,23 +54,30 @@ class NoAnswer(ConnectionError):
     """The connection ended before the first byte of an answer."""
 
 
-def request_bytes(path: str, host: str, headers: dict[str, str], body: bytes) -> bytes:
-    """The whole POST request; ``Host`` and framing are ours, not the caller's."""
+def request_start(path: str, host: str) -> bytes:
+    """The request line and ``Host`` header of a POST (the same for every
+    request to one URL, so callers may keep it)."""
     if _UNSAFE_IN_TARGET.search(path):  # non-ASCII or control characters
         path = quote(path, safe=_SAFE_IN_TARGET)
-    lines = [
-        f"POST {path} HTTP/1.1",
-        f"Host: {host}",
-        f"Content-Length: {len(body)}",
-    ]
-    if not any(name.lower() == "accept-encoding" for name in headers):
+    return f"POST {path} HTTP/1.1\r\nHost: {host}\r\n".encode("ascii")
+
+
+def request_bytes(start: bytes, headers: dict[str, str], body: bytes) -> bytes:
+    """The whole request; ``Host`` and framing are ours, not the caller's."""
+    lines = [f"Content-Length: {len(body)}"]
+    identity = True  # ask for the body as it is: it is never decompressed
+    for name, value in headers.items():
+        lowered = name.lower()
+        if lowered not in _OWN_HEADERS:
+            lines.append(f"{name}: {value}")
+            identity = identity and lowered != "accept-encoding"
+    if identity:
         lines.append("Accept-Encoding: identity")
-    lines += [f"{n}: {v}" for n, v in headers.items() if n.lower() not in _OWN_HEADERS]
     head = "\r\n".join(lines)
     breaks = len(lines) - 1
     if head.count("\n") != breaks or head.count("\r") != breaks or "\0" in head:
         raise ValueError("a header name or value holds a line break")
-    return (head + "\r\n\r\n").encode("latin-1") + body
+    return start + (head + "\r\n\r\n").encode("latin-1") + body
 
 
 @dataclasses.dataclass
@@ -114,7 +122,7 @@ async def read_head(reader: asyncio.StreamReader) -> Head:
 
 
 def _parse_head(raw: bytes) -> Head:
-    lines = raw[: -len(_END_OF_HEAD)].split(b"\r\n")
+    lines = raw[:-4].split(b"\r\n")  # without the blank line
     if len(lines) > MAX_RESPONSE_HEADERS + 1:
         raise ResponseHeadersTooLarge
     version, _, rest = lines[0].partition(b" ")
@@ -136,8 +144,10 @@ def _parse_head(raw: bytes) -> Head:
                 raise BadResponse("two different Content-Length headers")
         else:
             fields[name] += b", " + value
-    tokens = fields.get(b"connection", b"").lower().split(b",")
-    keep_alive = version == b"HTTP/1.1" and b"close" not in map(bytes.strip, tokens)
+    keep_alive = version == b"HTTP/1.1"
+    if keep_alive and (connection := fields.get(b"connection")) is not None:
+        tokens = [token.strip() for token in connection.lower().split(b",")]
+        keep_alive = b"close" not in tokens
     return Head(int(code), fields, keep_alive)
 
 
