@@ -21,6 +21,7 @@ never touched. In one run:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import os
 import resource
@@ -29,6 +30,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ from typing import Any
 from common import (
     SEARCH_STUB_NOTE,
     Worker,
+    _children,
     create_datasets,
     delivery_outcomes,
     header,
@@ -199,10 +202,46 @@ def fixed_cost(ini: Path) -> float:
 
 def wait_for_idle(worker: Worker, deadline: float) -> None:
     """Until the worker has no work horse (the job ended)."""
-    from common import _children
-
     while _children(worker.process.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+def _thread_cpu(pid: int, tid: int) -> float:
+    """User plus system CPU seconds of one thread (``/proc/pid/stat`` would
+    give the whole process's)."""
+    stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class HorseThreads:
+    """CPU seconds of every thread of the worker's work horses: the job's own
+    thread (claim, render, record, and handing requests over) apart from the
+    others (the sender's event loop)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.cpu: dict[tuple[int, int], float] = {}
+        self._watching = True
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while self._watching:
+            for pid in _children(self.worker.process.pid):
+                with contextlib.suppress(OSError):
+                    for tid in map(int, os.listdir(f"/proc/{pid}/task")):
+                        cpu = _thread_cpu(pid, tid)
+                        key = (pid, tid)
+                        self.cpu[key] = max(cpu, self.cpu.get(key, 0.0))
+            time.sleep(0.02)
+
+    def stop(self) -> tuple[float, float]:
+        """(the jobs' own threads, all other threads), in CPU seconds."""
+        self._watching = False
+        self._thread.join()
+        own = sum(cpu for (pid, tid), cpu in self.cpu.items() if pid == tid)
+        return own, sum(self.cpu.values()) - own
 
 
 def worker_run(
@@ -212,6 +251,7 @@ def worker_run(
     nginx.forget()
     with Worker(ini, log_name="sender-cpu") as worker:
         worker.wait_ready()
+        threads = HorseThreads(worker)
         insert_events(datasets, events)
         woken_at = wake_and_wait_for_start()
         deadline = time.monotonic() + max(60.0, total / 100)
@@ -222,6 +262,7 @@ def worker_run(
             time.sleep(0.1)
         wait_for_idle(worker, deadline)
         arrivals = nginx.arrivals()
+        own, others = threads.stop()
     outcomes = delivery_outcomes()
     seconds = (max(arrivals) if arrivals else time.time()) - woken_at
     return {
@@ -230,6 +271,8 @@ def worker_run(
         "rate": len(arrivals) / seconds,
         "cpu": sum(worker.horse_cpu.values()),
         "jobs": len(worker.horse_cpu),
+        "job_thread": own,
+        "sender_threads": others,
         "outcomes": outcomes,
     }
 
@@ -303,6 +346,11 @@ def report(
         f"1 worker: {run['received']}/{total} arrived in {run['seconds']:.2f} s "
         f"= {run['rate']:.0f}/s; {run['jobs']} job(s), work horse CPU "
         f"{1000 * run['cpu']:.0f} ms; outcomes {run['outcomes']}"
+    )
+    print(
+        f"  of which the job's thread (claim, render, record, hand-over) "
+        f"{1000 * run['job_thread'] / total:.3f} ms per delivery, the sender's "
+        f"event loop {1000 * run['sender_threads'] / total:.3f} ms per delivery"
     )
     print()
     print(

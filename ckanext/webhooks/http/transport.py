@@ -106,7 +106,7 @@ def _describe(error: BaseException) -> str:
     return type(error).__name__
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1024)  # about 0.6 MB at most
 def _route(url: str) -> tuple[tuple[str, str, int], str, bytes]:
     """((scheme, host, port), path, request start) of ``url``, parsed once."""
     scheme, host, port, path = split_url(url)
