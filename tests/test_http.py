@@ -460,6 +460,33 @@ def test_deadline_covers_the_name_lookup_at_send_time():
     assert outcome.error == "timed out after 1 s (deadline for the whole request)"
 
 
+def test_a_burst_to_one_name_makes_one_lookup(dns):
+    dns.answers["burst.example"] = ["127.0.0.1"]
+    transport = Transport(Policy.from_entries(False, ["burst.example"]), timeout=5)
+    try:
+        with RawServer(answer()) as server:
+            url = f"http://burst.example:{server.port}/in"
+            futures = [transport.submit(url, b"{}", {}) for _ in range(20)]
+            assert [f.result().status for f in futures] == [200] * 20
+    finally:
+        transport.close()
+    assert dns.lookups == ["burst.example"]
+
+
+@pytest.mark.usefixtures("stuck_dns")
+def test_a_hung_lookup_holds_no_other_receiver():
+    transport = Transport(LOOPBACK, timeout=3)
+    try:
+        with RawServer(answer()) as server:
+            stuck = transport.submit("http://hook.stuck/in", b"{}", {})
+            fine = [transport.submit(server.url + "/in", b"{}", {}) for _ in "abc"]
+            assert [f.result().status for f in fine] == [200] * 3
+            assert not stuck.done()
+            assert "deadline" in stuck.result().error
+    finally:
+        transport.close()
+
+
 # -- one deadline per request ------------------------------------------------
 
 LOOPBACK = Policy.from_entries(False, ["127.0.0.1"])

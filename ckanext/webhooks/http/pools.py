@@ -14,6 +14,8 @@ import dataclasses
 from collections import OrderedDict
 from typing import TypeVar
 
+from ckanext.webhooks.http.wire import Head, read_head
+
 __all__ = ["Connection", "PoolKey", "Pools", "recall", "remember"]
 
 K = TypeVar("K")
@@ -45,6 +47,17 @@ class Connection:
         reader = self.reader
         closing = self.writer.is_closing() or reader.at_eof()
         return not closing and reader.exception() is None
+
+    async def ask(self, request: bytes) -> Head:
+        """Write ``request`` and read the answer's head; on failure, drop it."""
+        try:
+            self.writer.write(request)
+            if self.writer.transport.get_write_buffer_size():
+                await self.writer.drain()  # a big body, a slow reader
+            return await read_head(self.reader)
+        except BaseException:
+            self.abort()
+            raise
 
     def close(self) -> None:
         self.writer.close()

@@ -23,7 +23,6 @@ import email.utils
 import functools
 import os
 import ssl
-import threading
 import time
 from collections import OrderedDict
 
@@ -39,15 +38,14 @@ from ckanext.webhooks.http.addresses import (
     literal_address,
     split_url,
 )
+from ckanext.webhooks.http.loop_thread import LoopThread
 from ckanext.webhooks.http.pools import Connection, Pools, recall, remember
 from ckanext.webhooks.http.wire import (
     STREAM_LIMIT,
     BadResponse,
-    Head,
     NoAnswer,
     ResponseHeadersTooLarge,
     read_body,
-    read_head,
     request_bytes,
     request_start,
 )
@@ -55,7 +53,7 @@ from ckanext.webhooks.http.wire import (
 __all__ = ["Outcome", "Transport"]
 
 DNS_CACHE_SECONDS = 30.0
-Handed = tuple["concurrent.futures.Future[Outcome]", str, bytes, dict[str, str]]
+HostKey = tuple[str, str, int]  # scheme, host, port
 
 
 @dataclasses.dataclass
@@ -114,12 +112,47 @@ def _route(url: str) -> tuple[tuple[str, str, int], str, bytes]:
     return (scheme, host, port), path, start
 
 
-class _Check:
-    """A host's checked Target, or the lookup that will give it: shared by the
-    requests of a burst, and not cancelled by one request's deadline."""
+class _Checks:
+    """Each host's checked Target (or why it was refused), remembered for
+    ``DNS_CACHE_SECONDS``: one lookup per host per burst. A lookup under way
+    is shared by the requests that wait for it, and one request's deadline
+    does not cancel it."""
 
-    def __init__(self, target: Target | None, pending: asyncio.Future[Target] | None):
-        self.target, self.pending = target, pending
+    def __init__(self, policy: Policy, size: int) -> None:
+        self.policy, self.size = policy, size
+        self.lookups = Lookups()
+        self._found: OrderedDict[HostKey, tuple[float, Target | asyncio.Future[Target]]]
+        self._found = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._found)
+
+    def clear(self) -> None:
+        self._found.clear()
+
+    async def target(self, key: HostKey) -> Target:
+        """The checked Target of (scheme, host, port), with an empty path."""
+        cached = recall(self._found, key)
+        if cached is None or cached[0] <= time.monotonic():
+            cached = (time.monotonic() + DNS_CACHE_SECONDS, self._check(*key))
+            remember(self._found, key, cached, self.size)
+        found = cached[1]
+        return found if isinstance(found, Target) else await asyncio.shield(found)
+
+    def _check(
+        self, scheme: str, host: str, port: int
+    ) -> Target | asyncio.Future[Target]:
+        literal = literal_address(host)
+        if literal is not None:
+            return judge(scheme, host, port, "", [literal], self.policy)
+        return asyncio.ensure_future(self._resolve(scheme, host, port))
+
+    async def _resolve(self, scheme: str, host: str, port: int) -> Target:
+        try:
+            addresses = await self.lookups.resolve(host, port)
+        except (OSError, UnicodeError):
+            raise AddressRejected("host name does not resolve") from None
+        return judge(scheme, host, port, "", addresses, self.policy)
 
 
 class Transport:
@@ -148,37 +181,18 @@ class Transport:
         self.max_pools = max_pools
         self.concurrency = concurrency
         self._pools = Pools(pool_size, max_pools)
-        self._checked: OrderedDict[tuple[str, str, int], tuple[float, _Check]]
-        self._checked = OrderedDict()
+        self._checked = _Checks(policy, max_pools)
         self._tls: ssl.SSLContext | None = None
-        self._lock = threading.Lock()  # guards the loop and the hand-over
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._handed: list[Handed] = []
-        self._wake_pending = False
-        self._tasks: set[asyncio.Task[None]] = set()
         self._sending = 0  # requests holding a slot
         self._slots = asyncio.Semaphore(concurrency)
-        self._lookups = Lookups()
-
-    # -- from any thread -------------------------------------------------
+        self._loop = LoopThread("webhooks-send", on_start=self._fresh_loop_state)
 
     def submit(
         self, url: str, body: bytes, headers: dict[str, str]
     ) -> concurrent.futures.Future[Outcome]:
-        """Send on the transport's loop; the future's result is the Outcome.
-
-        Requests submitted in a row are handed over together, with one wake-up
-        of the loop, so the caller's thread pays little per request.
-        """
-        future: concurrent.futures.Future[Outcome] = concurrent.futures.Future()
-        with self._lock:
-            loop = self._running_loop()
-            self._handed.append((future, url, body, headers))
-            wake, self._wake_pending = not self._wake_pending, True
-        if wake:
-            loop.call_soon_threadsafe(self._start_handed)
-        return future
+        """Send on the transport's own event loop; the future's result is the
+        Outcome. Safe to call from any thread."""
+        return self._loop.submit(self._send_in_turn, url, body, headers)
 
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> Outcome:
         """One attempt, ended by the deadline if it is not over by then."""
@@ -186,67 +200,28 @@ class Transport:
 
     def close(self) -> None:
         """Stop the loop thread: every request is ended, every connection closed."""
-        with self._lock:
-            loop, thread = self._loop, self._thread
-            self._loop = self._thread = None
-        if loop is None or thread is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._shut_down(), loop).result()
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
-        loop.close()
+        self._loop.close(self._close_connections)
 
-    def _running_loop(self) -> asyncio.AbstractEventLoop:
-        """The loop, started on its own thread if need be (the lock is held)."""
-        if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-            self._slots = asyncio.Semaphore(self.concurrency)
-            self._lookups = Lookups()
-            self._thread = threading.Thread(
-                target=self._loop.run_forever, name="webhooks-send", daemon=True
-            )
-            self._thread.start()
-        return self._loop
+    def _fresh_loop_state(self) -> None:
+        """What belongs to one event loop is made anew for each."""
+        self._slots = asyncio.Semaphore(self.concurrency)
+        self._checked = _Checks(self.policy, self.max_pools)
 
-    # -- on the loop -----------------------------------------------------
-
-    def _start_handed(self) -> None:
-        with self._lock:
-            handed, self._handed = self._handed, []
-            self._wake_pending = False
-        for future, url, body, headers in handed:
-            if future.set_running_or_notify_cancel():
-                task = asyncio.ensure_future(self._send_for(future, url, body, headers))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-
-    async def _send_for(
-        self,
-        future: concurrent.futures.Future[Outcome],
-        url: str,
-        body: bytes,
-        headers: dict[str, str],
-    ) -> None:
-        """``send`` once a slot is free (at most ``concurrency`` at a time)."""
-        try:
-            async with self._slots:
-                self._sending += 1
-                try:
-                    future.set_result(await self.send(url, body, headers))
-                finally:
-                    self._sending -= 1
-        except BaseException as error:  # cancelled: the transport is closing
-            future.set_exception(concurrent.futures.CancelledError(str(error)))
-            raise
-
-    async def _shut_down(self) -> None:
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    async def _close_connections(self) -> None:
         self._pools.abort_all()
         self._checked.clear()
         await asyncio.sleep(0)  # the aborted sockets close on this turn
+
+    async def _send_in_turn(
+        self, url: str, body: bytes, headers: dict[str, str]
+    ) -> Outcome:
+        """``send`` once a slot is free (at most ``concurrency`` at a time)."""
+        async with self._slots:
+            self._sending += 1
+            try:
+                return await self.send(url, body, headers)
+            finally:
+                self._sending -= 1
 
     async def send(self, url: str, body: bytes, headers: dict[str, str]) -> Outcome:
         """One attempt; every failure is an Outcome, never an exception."""
@@ -275,12 +250,12 @@ class Transport:
         connection = self._pools.take(key)
         if connection is not None:
             try:  # kept alive: the receiver may have closed it as it was reused
-                head = await self._ask(connection, request)
+                head = await connection.ask(request)
             except (NoAnswer, ConnectionResetError, BrokenPipeError):
                 connection = None
         if connection is None:
             connection = await self._connect(target)
-            head = await self._ask(connection, request)
+            head = await connection.ask(request)
         outcome.status = head.status
         outcome.retry_after = _retry_after(head.text(b"retry-after"))
         try:
@@ -295,17 +270,6 @@ class Transport:
             self._pools.give_back(key, connection)
         else:
             connection.close()
-
-    async def _ask(self, connection: Connection, request: bytes) -> Head:
-        """Write ``request`` and read the answer's head; on failure, drop it."""
-        try:
-            connection.writer.write(request)
-            if connection.writer.transport.get_write_buffer_size():
-                await connection.writer.drain()  # a big body, a slow reader
-            return await read_head(connection.reader)
-        except BaseException:
-            connection.abort()
-            raise
 
     async def _connect(self, target: Target) -> Connection:
         """A new connection to the checked address (TLS checks the host name)."""
@@ -332,27 +296,7 @@ class Transport:
         return self._tls
 
     async def _target(self, url: str) -> Target:
-        """The checked target, remembered for a while: one lookup per host per burst."""
+        """The checked Target of ``url`` (its host's check, remembered)."""
         key, path, _ = _route(url)
-        cached = recall(self._checked, key)
-        if cached is None or cached[0] <= time.monotonic():
-            cached = (time.monotonic() + DNS_CACHE_SECONDS, self._check(*key))
-            remember(self._checked, key, cached, self.max_pools)
-        found = cached[1].target
-        if found is None:
-            assert cached[1].pending is not None
-            found = await asyncio.shield(cached[1].pending)
+        found = await self._checked.target(key)
         return Target(*key, path, found.ip, found.exempt)
-
-    def _check(self, scheme: str, host: str, port: int) -> _Check:
-        literal = literal_address(host)
-        if literal is not None:
-            return _Check(judge(scheme, host, port, "", [literal], self.policy), None)
-        return _Check(None, asyncio.ensure_future(self._resolve(scheme, host, port)))
-
-    async def _resolve(self, scheme: str, host: str, port: int) -> Target:
-        try:
-            addresses = await self._lookups.resolve(host, port)
-        except (OSError, UnicodeError):
-            raise AddressRejected("host name does not resolve") from None
-        return judge(scheme, host, port, "", addresses, self.policy)
