@@ -5,6 +5,8 @@ The rate itself, held by two workers together, is measured by
 held back is lost.
 """
 
+import itertools
+
 import pytest
 from ckan.tests import factories, helpers
 
@@ -25,7 +27,7 @@ class TestBooking:
         throttle = HostThrottle(rate=5)
         delays, next_free = throttle.book(_host(), 20)
         assert len(delays) == 5 * HORIZON
-        gaps = [b - a for a, b in zip(delays, delays[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(delays)]
         assert all(gap == pytest.approx(0.2, abs=0.01) for gap in gaps)
         assert delays[0] == pytest.approx(0, abs=0.05)
         assert next_free == pytest.approx(delays[-1] + 0.2, abs=0.05)

@@ -45,7 +45,7 @@ CUSTOM_PREFIX = "custom/"
 DELIVERY_CHANNEL = "ckanext_webhooks"
 
 # Why a webhook was disabled when its receiver answered 410 Gone: that answer
-# is final for anonymous webhooks (see logic.auth.may_reenable).
+# is final for anonymous webhooks (see logic.auth.may_undo_gone).
 GONE_REASON = "receiver answered 410 Gone"
 
 

@@ -2,7 +2,7 @@
 
 A success resets the failure count; an event given up counts one failure, and
 ``max_failures`` in a row disable the webhook; a 410 Gone disables it at once
-(final for anonymous webhooks, see ``logic.auth.may_reenable``).
+(final for anonymous webhooks, see ``logic.auth.may_undo_gone``).
 """
 
 from __future__ import annotations

@@ -145,8 +145,16 @@ class Deliverer:
                 self._held_until = max(self._held_until, now + next_free)
 
     def _start_due(self, inflight: dict) -> None:
+        """Start timetabled sends that are due, as senders are free."""
+        if self.gave_way:
+            self._give_back_timetable()
+            return
         now = time.monotonic()
-        while self._timetable and self._timetable[0][0] <= now:
+        while (
+            self._timetable
+            and self._timetable[0][0] <= now
+            and len(inflight) < self.concurrency
+        ):
             prepared = heapq.heappop(self._timetable)[2]
             future = self.transport.submit(
                 prepared.claim.webhook.address,
@@ -155,10 +163,17 @@ class Deliverer:
             )
             inflight[future] = prepared
 
-    def _wait(self, inflight: dict) -> set[Future[Outcome]]:
-        """Until a send completes, the next timetabled send, or 1 s."""
-        timeout = 1.0
+    def _give_back_timetable(self) -> None:
+        """Another job waits: what has not started goes back to the queue."""
         if self._timetable:
+            release([entry[2].claim for entry in self._timetable], utcnow())
+            self._timetable.clear()
+
+    def _wait(self, inflight: dict) -> set[Future[Outcome]]:
+        """Until a send completes, the next timetabled send (if a sender is
+        free for it), or 1 s."""
+        timeout = 1.0
+        if self._timetable and len(inflight) < self.concurrency:
             timeout = min(timeout, max(0.0, self._timetable[0][0] - time.monotonic()))
         if not inflight:
             time.sleep(timeout)

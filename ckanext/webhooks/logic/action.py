@@ -20,9 +20,10 @@ from ckan.types import Context, DataDict, Schema
 
 from ckanext.webhooks import config as cfg
 from ckanext.webhooks import delivery, events, topics
+from ckanext.webhooks.http import receiver_host
 from ckanext.webhooks.logic import auth, limits, schema
 from ckanext.webhooks.logic.dictization import attempt_dictize, webhook_dictize
-from ckanext.webhooks.logic.validators import MAX_DEPTH, nesting_depth
+from ckanext.webhooks.logic.validators import shape_problems
 from ckanext.webhooks.model import (
     Webhook,
     WebhookAttempt,
@@ -51,20 +52,13 @@ def _validated(
     context: Context, data_dict: DataDict, default_schema: Callable[[], Schema]
 ) -> dict[str, Any]:
     """``data_dict`` validated the CKAN way, or a ValidationError naming fields."""
-    too_deep = {
-        str(key)[:100]: [
-            tk._("Must be nested at most {max} levels deep").format(max=MAX_DEPTH)
-        ]
-        for key, value in data_dict.items()
-        if nesting_depth(value) > MAX_DEPTH
-    }
-    if too_deep:  # navl itself recurses into nested lists of dicts
-        raise tk.ValidationError(too_deep)
+    schema_ = context.get("schema") or default_schema()
+    problems = shape_problems(data_dict, schema_)
+    if problems:
+        raise tk.ValidationError(problems)
     try:
-        data, errors = tk.navl_validate(
-            data_dict, context.get("schema") or default_schema(), context
-        )
-    except DataError as error:  # e.g. a list of plain values: a 400, not a 500
+        data, errors = tk.navl_validate(data_dict, schema_, context)
+    except DataError as error:  # what shape_problems does not foresee: a 400
         raise tk.ValidationError(
             {"input": [tk._("Malformed input: {reason}").format(reason=error.error)]}
         ) from None
@@ -133,6 +127,15 @@ def webhook_update(context: Context, data_dict: DataDict) -> dict[str, Any]:
     tk.check_access("webhook_update", context, data_dict)
     data = _validated(context, data_dict, schema.webhook_update_schema)
     webhook = _webhook(context, data["id"])
+    # Every check before any change: a refused update leaves nothing behind.
+    moving = "address" in data and data["address"] != webhook.address
+    if moving and webhook.owner_id is None:
+        limits.check_webhook_limits(
+            context, receiver_host(data["address"]), exclude=webhook.id
+        )
+    switching = "active" in data and data["active"] != webhook.active
+    if switching and data["active"]:
+        _check_not_gone(context, webhook, "active")
     for field, column in (
         ("topic", "topic"),
         ("dataset", "package_id"),
@@ -140,32 +143,30 @@ def webhook_update(context: Context, data_dict: DataDict) -> dict[str, Any]:
     ):
         if field in data:
             setattr(webhook, column, data[field])
-    if "address" in data and data["address"] != webhook.address:
+    if moving:
         webhook.point_at(data["address"])
-        if webhook.owner_id is None:
-            limits.check_webhook_limits(
-                context, webhook.receiver_host, exclude=webhook.id
-            )
-    if "active" in data and data["active"] != webhook.active:
-        _set_active(context, webhook, data["active"])
+    if switching:
+        _set_active(webhook, data["active"])
     _commit(context)
     return webhook_dictize(webhook)
 
 
-def _set_active(context: Context, webhook: Webhook, active: bool) -> None:
-    if active and not (
-        context.get("ignore_auth") or auth.may_reenable(context, webhook)
-    ):
+def _check_not_gone(context: Context, webhook: Webhook, field: str) -> None:
+    if not (context.get("ignore_auth") or auth.may_undo_gone(context, webhook)):
         raise tk.ValidationError(
             {
-                "active": [
+                field: [
                     tk._(
                         "The receiver answered 410 Gone: it asked to receive "
-                        "nothing more. Create a new webhook to subscribe again."
+                        "nothing more from this webhook. Log in to subscribe it "
+                        "with a webhook of your own."
                     )
                 ]
             }
         )
+
+
+def _set_active(webhook: Webhook, active: bool) -> None:
     webhook.active = active
     if active:
         webhook.failure_count = 0
@@ -295,6 +296,7 @@ def webhook_test(context: Context, data_dict: DataDict) -> dict[str, Any]:
     tk.check_access("webhook_test", context, data_dict)
     data = _validated(context, data_dict, schema.webhook_id_schema)
     webhook = _webhook(context, data["id"])
+    _check_not_gone(context, webhook, "id")
     limits.check_send_allowance(context, [webhook.id])
     event_id, outcome = delivery.ping(webhook, commit=not context.get("defer_commit"))
     return {

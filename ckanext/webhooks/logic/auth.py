@@ -115,9 +115,9 @@ def may_act_unnamed(context: Context, webhook: Webhook) -> bool:
     return bool(user.sysadmin) or user.id == webhook.owner_id
 
 
-def may_reenable(context: Context, webhook: Webhook) -> bool:
+def may_undo_gone(context: Context, webhook: Webhook) -> bool:
     """A 410 Gone is final for anonymous webhooks: their receiver said so,
-    and holding the id must not be enough to undo it."""
+    and holding the id must not be enough to re-enable or ping it."""
     if webhook.disabled_reason == GONE_REASON and webhook.owner_id is None:
         return is_sysadmin(context)
     return may_control(context, webhook)

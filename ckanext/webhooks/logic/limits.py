@@ -10,6 +10,7 @@ minute in Redis, shared by every web process.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 
@@ -21,6 +22,7 @@ from sqlalchemy import func, text
 from ckanext.webhooks import config as cfg
 from ckanext.webhooks.logic.auth import caller
 from ckanext.webhooks.model import Webhook
+from ckanext.webhooks.vocabulary import GONE_REASON
 
 __all__ = ["check_send_allowance", "check_webhook_limits"]
 
@@ -51,6 +53,7 @@ def check_webhook_limits(context: Context, host: str, exclude: str | None) -> No
         if exclude is None:
             _check_per_user(user)
         return
+    _check_receiver_not_gone(host)
     limit = cfg.max_webhooks_per_address()
     if not limit:
         return
@@ -67,6 +70,29 @@ def check_webhook_limits(context: Context, host: str, exclude: str | None) -> No
                 "There are already {n} anonymous webhooks for this receiver, "
                 "the most allowed. Log in to add more."
             ).format(n=limit),
+        )
+
+
+def _check_receiver_not_gone(host: str) -> None:
+    """A receiver host that answered 410 Gone to an anonymous webhook gets no
+    new anonymous ones while that webhook is kept (``prune`` deletes it after
+    ``delete_disabled_after_days``): a stranger cannot just subscribe it again."""
+    gone = (
+        model.Session.query(Webhook.id)
+        .filter(
+            Webhook.receiver_host == host,
+            Webhook.owner_id.is_(None),
+            Webhook.disabled_reason == GONE_REASON,
+        )
+        .first()
+    )
+    if gone is not None:
+        _refuse(
+            "address",
+            tk._(
+                "This receiver answered 410 Gone: it asked to receive nothing "
+                "more from anonymous webhooks. Log in to subscribe it."
+            ),
         )
 
 
@@ -95,7 +121,21 @@ def _caller_key(context: Context) -> str:
     from flask import has_request_context
 
     address = tk.request.remote_addr if has_request_context() else None
-    return f"address:{address or 'unknown'}"
+    return f"address:{_network_of(address) if address else 'unknown'}"
+
+
+def _network_of(address: str) -> str:
+    """One IPv6 /64 is one caller: a single host is usually handed a whole
+    /64, and could otherwise be a new caller at every request."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 def check_send_allowance(context: Context, webhook_ids: list[str]) -> None:

@@ -218,9 +218,13 @@ def webhook_event_data(value: Any) -> dict[str, Any]:
             tk._("Must be nested at most {max} levels deep").format(max=MAX_DEPTH)
         )
     try:
-        size = len(json.dumps(value, separators=(",", ":")).encode("utf-8"))
+        # allow_nan=False: NaN and Infinity are not JSON, receivers choke on them.
+        encoded = json.dumps(value, separators=(",", ":"), allow_nan=False)
+        size = len(encoded.encode("utf-8"))
     except (TypeError, ValueError, UnicodeEncodeError, RecursionError):
-        raise tk.Invalid(tk._("Must be a JSON object")) from None
+        raise tk.Invalid(
+            tk._("Must be a JSON object (finite numbers, text keys)")
+        ) from None
     if size > MAX_EVENT_DATA_BYTES:
         raise tk.Invalid(
             tk._("Must be at most {max} bytes as JSON").format(max=MAX_EVENT_DATA_BYTES)
@@ -248,16 +252,41 @@ def nesting_depth(value: Any, limit: int = MAX_DEPTH) -> int:
     return deepest
 
 
+def _unknown_field_message(schema_keys: Any) -> str:
+    allowed = ", ".join(sorted(k for k in schema_keys if not k.startswith("__")))
+    return tk._("Unknown field. Allowed fields: {fields}").format(fields=allowed)
+
+
 def webhook_unknown_fields(key: Any, data: Any, errors: Any, context: Any) -> None:
     """Refuse fields the action does not take, each under its own name."""
     unknown = data.get(key)
-    if not unknown or unknown is tk.missing:
+    if not isinstance(unknown, dict) or not unknown:
         return
-    allowed = ", ".join(
-        sorted(k for k in context.get("schema_keys", []) if not k.startswith("__"))
-    )
     for name in unknown:
         field = str(name[0] if isinstance(name, tuple) else name)[:100]
-        errors[(field,)] = [
-            tk._("Unknown field. Allowed fields: {fields}").format(fields=allowed)
-        ]
+        errors[(field,)] = [_unknown_field_message(context.get("schema_keys", []))]
+
+
+def shape_problems(data_dict: dict[Any, Any], schema: dict[str, Any]) -> dict:
+    """What navl cannot even read, per field: navl flattens lists of objects
+    into sub-records, recurses without limit, and takes a caller's own
+    ``__extras`` or ``__junk`` for its bookkeeping (a 500 or an error under
+    another name). Checked before it runs."""
+    problems: dict[str, list[str]] = {}
+    for key, value in data_dict.items():
+        field = str(key)[:100]
+        if not isinstance(key, str) or key.startswith("__"):
+            problems[field] = [_unknown_field_message(schema)]
+        elif nesting_depth(value) > MAX_DEPTH:
+            problems[field] = [
+                tk._("Must be nested at most {max} levels deep").format(max=MAX_DEPTH)
+            ]
+        elif isinstance(value, list | tuple) and any(
+            isinstance(item, dict | list | tuple) for item in value
+        ):
+            problems[field] = (
+                [tk._("Must not be a list of objects or lists")]
+                if key in schema
+                else [_unknown_field_message(schema)]
+            )
+    return problems
