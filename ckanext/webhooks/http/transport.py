@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import email.utils
 import functools
@@ -227,17 +228,20 @@ class Transport:
         """One attempt; every failure is an Outcome, never an exception."""
         started = time.perf_counter()
         outcome = Outcome()
-        deadline = asyncio.timeout(self.timeout)
-        try:
-            async with deadline:
-                await self._exchange(url, body, headers, outcome)
-        except Exception as error:
-            outcome.error = _describe(error)
-        if deadline.expired():
+        # asyncio.wait rather than asyncio.timeout (Python 3.11+): the same
+        # cancellation at the deadline, on every Python CKAN runs on.
+        exchange = asyncio.ensure_future(self._exchange(url, body, headers, outcome))
+        done, _ = await asyncio.wait({exchange}, timeout=self.timeout)
+        if not done:
+            exchange.cancel()  # its clean-up aborts the connection
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await exchange
             outcome = Outcome(
                 error=f"timed out after {self.timeout:g} s "
                 "(deadline for the whole request)"
             )
+        elif exchange.exception() is not None:
+            outcome.error = _describe(exchange.exception())
         outcome.latency_ms = int((time.perf_counter() - started) * 1000)
         return outcome
 
