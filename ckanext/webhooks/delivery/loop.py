@@ -69,6 +69,11 @@ class Deliverer:
         self._timetable: list[tuple[float, int, Prepared]] = []  # (at, n, item)
         self._tiebreak = itertools.count()
         self._held_until = 0.0  # monotonic time the last held-back send is due
+        # A send that starts late (the loop was recording, say) must not
+        # bunch up with the next ones: sends to one host stay this far apart.
+        rate = cfg.max_rate_per_host()
+        self._min_gap = 0.5 / rate if rate else 0.0
+        self._last_start: dict[str, float] = {}
         self.gave_way = False  # stopped early because another job waits
 
     def close(self) -> None:
@@ -156,6 +161,13 @@ class Deliverer:
             and len(inflight) < self.concurrency
         ):
             prepared = heapq.heappop(self._timetable)[2]
+            if self._min_gap:
+                earliest = self._last_start.get(prepared.host, 0.0) + self._min_gap
+                if earliest > now:
+                    entry = (earliest, next(self._tiebreak), prepared)
+                    heapq.heappush(self._timetable, entry)
+                    continue
+                self._last_start[prepared.host] = now
             future = self.transport.submit(
                 prepared.claim.webhook.address,
                 prepared.body,
