@@ -71,8 +71,11 @@ class Deliverer:
         self._held_until = 0.0  # monotonic time the last held-back send is due
         # A send that starts late (the loop was recording, say) must not
         # bunch up with the next ones: sends to one host stay this far apart.
+        # One that starts later than this after its slot gives the slot up
+        # and goes back to the queue: catching up would be a burst.
         rate = cfg.max_rate_per_host()
         self._min_gap = 0.5 / rate if rate else 0.0
+        self._too_late = max(1.0 / rate, 0.1) if rate else 0.0
         self._last_start: dict[str, float] = {}
         self.gave_way = False  # stopped early because another job waits
 
@@ -155,25 +158,40 @@ class Deliverer:
             self._give_back_timetable()
             return
         now = time.monotonic()
+        missed: list[Claim] = []
         while (
             self._timetable
             and self._timetable[0][0] <= now
             and len(inflight) < self.concurrency
         ):
-            prepared = heapq.heappop(self._timetable)[2]
-            if self._min_gap:
-                earliest = self._last_start.get(prepared.host, 0.0) + self._min_gap
-                if earliest > now:
-                    entry = (earliest, next(self._tiebreak), prepared)
-                    heapq.heappush(self._timetable, entry)
-                    continue
-                self._last_start[prepared.host] = now
+            slot, _, prepared = heapq.heappop(self._timetable)
+            if self._min_gap and not self._paced(slot, prepared, now, missed):
+                continue
             future = self.transport.submit(
                 prepared.claim.webhook.address,
                 prepared.body,
                 prepared.headers,
             )
             inflight[future] = prepared
+        if missed:
+            self.stats["throttled"] += len(missed)
+            release(missed, utcnow())
+
+    def _paced(
+        self, slot: float, prepared: Prepared, now: float, missed: list[Claim]
+    ) -> bool:
+        """May this send to a rate-limited host start now? If not, it is put
+        back in the timetable (too close to the last) or given up (too late)."""
+        if now - slot > self._too_late:
+            missed.append(prepared.claim)
+            return False
+        earliest = self._last_start.get(prepared.host, 0.0) + self._min_gap
+        if earliest > now:
+            entry = (earliest, next(self._tiebreak), prepared)
+            heapq.heappush(self._timetable, entry)
+            return False
+        self._last_start[prepared.host] = now
+        return True
 
     def _give_back_timetable(self) -> None:
         """Another job waits: what has not started goes back to the queue."""
