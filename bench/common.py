@@ -13,7 +13,6 @@ import configparser
 import logging.config
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
@@ -26,8 +25,13 @@ from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
+if str(REPO) not in sys.path:  # the scripts run as ``python bench/x.py``
+    sys.path.insert(1, str(REPO))
+
+from tests.support.processes import CKAN_CLI, stop_process  # noqa: E402
+from tests.support.solr import stub_search_index  # noqa: E402
+
 BENCH_INI = BENCH_DIR / "bench.ini"
-CKAN_CLI = str(Path(sys.executable).parent / "ckan")
 WEBHOOK_TABLES = "webhook_attempt, webhook_delivery, webhook_event, webhook"
 SEARCH_STUB_NOTE = (
     "note: no Solr here - CKAN's search index is stubbed in-process "
@@ -76,27 +80,6 @@ def header(title: str) -> None:
 
 
 # -- CKAN in this process --------------------------------------------------
-def stub_search_index() -> None:
-    import ckan.lib.search as search
-    from ckan.lib.search import index, query
-
-    def nothing(*args: Any, **kwargs: Any) -> None:
-        return None
-
-    def no_hits(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        self.results, self.count, self.facets = [], 0, {}
-        return {"results": [], "count": 0, "facets": {}}
-
-    for name in ("insert_dict", "update_dict", "remove_dict"):
-        setattr(index.PackageSearchIndex, name, nothing)
-    query.PackageSearchQuery.run = no_hits
-
-    def not_cached(*args: Any, **kwargs: Any) -> None:
-        raise search.SearchError("search index stubbed")
-
-    search.show = not_cached  # package_show then reads the database
-
-
 def _ensure_database(url: str) -> None:
     """Create the benchmark database if the server lacks it."""
     import sqlalchemy as sa
@@ -438,13 +421,7 @@ class Worker:
 
     def stop(self) -> None:
         self._watching = False
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, grace=20, group=False)  # the horse finishes
         self._watcher.join()
         self._log.close()
 

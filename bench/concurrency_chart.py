@@ -26,7 +26,7 @@ from common import (
 )
 from throughput import plain_loop, sample_body, worker_run
 
-from receiver import ReceiverProcess
+from tests.support.receivers.counting import ReceiverProcess
 
 LEVELS = (1, 5, 10, 25, 50, 100)
 

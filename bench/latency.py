@@ -40,7 +40,7 @@ from common import (
     verdict,
 )
 
-from receiver import ReceiverProcess
+from tests.support.receivers.counting import ReceiverProcess
 
 MEDIAN_TARGET = 0.050
 P95_TARGET = 0.150

@@ -38,7 +38,7 @@ from common import (
 )
 from throughput import describe, worker_run
 
-from receiver import ReceiverProcess
+from tests.support.receivers.counting import ReceiverProcess
 
 TARGET_RATIO = 0.7  # many owners per event against one owner, same run
 TARGET_FANOUT_SECONDS = 3.0  # one event to --fanout distinct owners

@@ -3,9 +3,10 @@
     python bench/slow_receivers.py [--webhooks 10000] [--delay 1] [--concurrency 1000]
 
 One event goes to every webhook; each webhook has a path of its own on the
-benchmark receiver (``bench/receiver.py``), which answers after ``--delay``
-seconds (``?delay=1``). ``ckanext.webhooks.max_rate_per_host`` is 0 (every
-webhook is on one host). Three runs, each with a fresh stock worker:
+benchmark receiver (``tests/support/receivers/counting.py``), which answers
+after ``--delay`` seconds (``?delay=1``).
+``ckanext.webhooks.max_rate_per_host`` is 0 (every webhook is on one host).
+Three runs, each with a fresh stock worker:
 
 * a fifth of the webhooks: the work horse's peak memory to compare with;
 * all of them: the time from the wake-up of the queue until the last one
@@ -41,7 +42,7 @@ from common import (
     wake_and_wait_for_start,
 )
 
-from receiver import ReceiverProcess
+from tests.support.receivers.counting import ReceiverProcess
 
 TARGET_SECONDS = 20.0
 THREADS_BEFORE = 50

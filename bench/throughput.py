@@ -41,7 +41,7 @@ from common import (
     wake_and_wait_for_start,
 )
 
-from receiver import ReceiverProcess
+from tests.support.receivers.counting import ReceiverProcess
 
 TARGET_RATE = 500.0
 TARGET_RATIO = 0.4

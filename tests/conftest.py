@@ -2,24 +2,16 @@ from __future__ import annotations
 
 import pytest
 from ckan.lib import jobs
-from ckan.lib.search import index, query
 
 from tests.live import live_site  # noqa: F401  (a fixture)
-from tests.receiver import Receiver
+from tests.support.receivers.recording import Receiver
+from tests.support.solr import stub_search_index
 
 
 @pytest.fixture(autouse=True)
 def _no_solr(monkeypatch):
     """Solr cannot be had here: stub CKAN's search index at its boundary."""
-    monkeypatch.setattr(index.PackageSearchIndex, "insert_dict", lambda *a, **k: None)
-    monkeypatch.setattr(index.PackageSearchIndex, "update_dict", lambda *a, **k: None)
-    monkeypatch.setattr(index.PackageSearchIndex, "remove_dict", lambda *a, **k: None)
-    monkeypatch.setattr(query.PackageSearchQuery, "run", _no_hits)
-
-
-def _no_hits(self, *args, **kwargs):
-    self.count, self.results, self.facets, self.raw_response = 0, [], {}, {}
-    return {"results": [], "count": 0, "facets": {}}
+    stub_search_index(monkeypatch.setattr)
 
 
 @pytest.fixture(autouse=True)

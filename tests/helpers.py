@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pathlib
-import signal
 import subprocess
-import sys
 import tempfile
 from typing import Any
 
 import ckan.model as model
 from sqlalchemy import text
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-CKAN = str(pathlib.Path(sys.executable).with_name("ckan"))
+from tests.support.processes import CKAN_CLI as CKAN
+from tests.support.processes import ROOT, stop_process
 
 
 def events(topic: str | None = None) -> list[tuple[str, str]]:
@@ -68,14 +65,8 @@ class Site:
 
     @staticmethod
     def stop(process: subprocess.Popen) -> None:
-        """Kill a process from popen() with everything it forked.
-
-        CKAN 2.12's worker forks an RQ scheduler; killing only the worker
-        would leave that running, moving jobs around for later tests.
-        """
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        """Kill a process from popen() with everything it forked, at once."""
+        stop_process(process, grace=0)
 
     def work(self, timeout: float = 120) -> subprocess.CompletedProcess:
         """`ckan jobs worker --burst`: the stock worker, until the queue is empty."""

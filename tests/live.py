@@ -7,9 +7,6 @@ the test can prepare data with factories and read the outbox directly.
 from __future__ import annotations
 
 import configparser
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,26 +17,10 @@ import pytest
 import requests
 from ckan.plugins import toolkit as tk
 
-ROOT = Path(__file__).resolve().parents[1]
-CKAN = Path(sys.executable).with_name("ckan")
+from tests.support.processes import CKAN_CLI, ROOT, free_port, stop_process
+
+CKAN = Path(CKAN_CLI)
 STARTUP_DEADLINE = 90
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def stop(process: subprocess.Popen) -> None:
-    """End a process this test started, with everything it forked."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 class LiveSite:
@@ -125,7 +106,7 @@ class LiveSite:
 
     def stop(self) -> None:
         for process in reversed(self.processes):
-            stop(process)
+            stop_process(process, grace=10)
 
 
 @pytest.fixture

@@ -99,7 +99,7 @@ class TestOneJobManyReceivers:
     @pytest.mark.ckan_config("ckanext.webhooks.concurrency", "20")
     @pytest.mark.ckan_config("ckanext.webhooks.max_webhooks_per_address", 0)
     def test_one_job_delivers_to_every_webhook_concurrently(self, receiver):
-        from tests.receiver import Reply
+        from tests.support.receivers.recording import Reply
 
         hooks = [subscribe(receiver, path=f"/h{n}") for n in range(40)]
         receiver.default = Reply(200, delay=0.2)
@@ -109,7 +109,7 @@ class TestOneJobManyReceivers:
         assert {r.path for r in receiver.received} == {f"/h{n}" for n in range(40)}
 
     def test_non_2xx_is_a_recorded_failure(self, receiver, run_jobs):
-        from tests.receiver import Reply
+        from tests.support.receivers.recording import Reply
 
         hook = subscribe(receiver)
         receiver.script.append(Reply(500, body=b"database on fire"))
@@ -130,3 +130,19 @@ class TestOneJobManyReceivers:
         log = helpers.call_action("webhook_delivery_list", id=hook["id"])
         assert log[0]["status_code"] is None
         assert "connection" in log[0]["error"]
+
+
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+def test_dataset_create_is_delivered_and_signed(receiver, run_jobs):
+    hook_id = helpers.call_action(
+        "webhook_create", topic="dataset/create", address=receiver.url + "/hook"
+    )
+    hook = helpers.call_action("webhook_show", id=hook_id)
+    dataset = factories.Dataset()
+    run_jobs()
+    assert receiver.wait_for(1, 5)
+    got = receiver.received[0]
+    payload = StandardWebhook(hook["secret"]).verify(got.body, got.headers)
+    assert payload["topic"] == "dataset/create"
+    assert payload["entity"]["id"] == dataset["id"]
+    assert payload["webhook_id"] == hook_id

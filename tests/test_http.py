@@ -27,8 +27,8 @@ from ckanext.webhooks.http import (
     check_url,
     receiver_host,
 )
-from tests.receiver import Receiver, Reply
-from tests.slow_receivers import (
+from tests.support.processes import free_port
+from tests.support.receivers.misbehaving import (
     RawServer,
     answer,
     first_then,
@@ -40,6 +40,7 @@ from tests.slow_receivers import (
     trickle_body,
     trickle_head,
 )
+from tests.support.receivers.recording import Receiver, Reply
 
 STRICT = Policy()
 
@@ -857,14 +858,8 @@ def test_new_connection_closed_without_an_answer_is_not_sent_again(transport):
 # -- failures are described without the address ------------------------------
 
 
-def _unused_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_refused_connection_names_the_reason_not_the_address(transport):
-    port = _unused_port()
+    port = free_port()
     outcome, _ = _timed_post(transport, f"http://127.0.0.1:{port}/in?token=s3cret")
     assert outcome.error == "connection failed: Connection refused"
     assert str(port) not in outcome.error

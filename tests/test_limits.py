@@ -1,5 +1,7 @@
 """Limits as a stranger probes them: per receiver, per caller, per webhook.
 
+* ``max_webhooks_per_user`` counts a logged-in user's webhooks (sysadmins
+  are exempt).
 * ``max_webhooks_per_address`` counts the anonymous webhooks of all callers
   per receiver: the normalised host and port, whatever path, query, case,
   trailing dot or explicit default port the address is written with.
@@ -27,8 +29,9 @@ from ckan.plugins import toolkit as tk
 from ckan.tests import factories, helpers
 from sqlalchemy import text
 
+from ckanext.webhooks.model import Webhook
 from tests.live import start_live_site
-from tests.receiver import Reply
+from tests.support.receivers.recording import Reply
 
 PASSWORD = "correct horse battery"
 
@@ -540,3 +543,74 @@ def test_pings_close_together_to_one_host_are_all_sent(receiver):
     got = [ping(hook, owner) for hook, owner in zip(hooks, owners, strict=True)]
     assert [g[0] for g in got] == ["ok"] * 3, got
     assert receiver.count == 3
+
+
+def _create_as(user: dict | None, address: str = "https://example.com/in"):
+    return helpers.call_action(
+        "webhook_create",
+        context={"user": user["name"] if user else "", "ignore_auth": False},
+        topic="*",
+        address=address,
+    )
+
+
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+class TestWebhooksPerUserAndAddress:
+    @pytest.mark.ckan_config("ckanext.webhooks.max_webhooks_per_user", 2)
+    def test_per_user(self):
+        user, other = factories.User(), factories.User()
+        first = _create_as(user)
+        _create_as(user, "https://example.org/a")
+        with pytest.raises(tk.ValidationError) as error:
+            _create_as(user, "https://example.org/b")
+        (message,) = error.value.error_dict["owner"]
+        assert "2 webhooks" in message and "Delete one" in message
+        assert _create_as(other)  # the limit is per user
+        context = {"user": user["name"], "ignore_auth": False}
+        helpers.call_action("webhook_delete", context=context, id=first)
+        assert _create_as(user, "https://example.org/b")
+
+    @pytest.mark.ckan_config("ckanext.webhooks.max_webhooks_per_user", 2)
+    def test_failed_create_over_the_limit_leaves_nothing(self):
+        user = factories.User()
+        _create_as(user)
+        _create_as(user)
+        with pytest.raises(tk.ValidationError):
+            _create_as(user)
+        assert model.Session.query(Webhook).count() == 2
+
+    @pytest.mark.ckan_config("ckanext.webhooks.max_webhooks_per_user", 1)
+    def test_sysadmins_are_exempt(self):
+        sysadmin = factories.Sysadmin()
+        for n in range(3):
+            _create_as(sysadmin, f"https://example.com/{n}")
+        assert model.Session.query(Webhook).count() == 3
+
+    @pytest.mark.ckan_config("ckanext.webhooks.max_webhooks_per_user", 0)
+    def test_zero_means_no_limit_per_user(self):
+        user = factories.User()
+        for n in range(5):
+            _create_as(user, f"https://example.com/{n}")
+        assert model.Session.query(Webhook).count() == 5
+
+    @pytest.mark.ckan_config("ckanext.webhooks.max_webhooks_per_address", 2)
+    def test_per_address_for_anonymous_webhooks(self):
+        _create_as(None)
+        _create_as(None)
+        with pytest.raises(tk.ValidationError) as error:
+            _create_as(None)
+        (message,) = error.value.error_dict["address"]
+        assert "2 anonymous webhooks" in message and "Log in" in message
+        # Another path, query or spelling of the same receiver host counts too.
+        for spelling in ("https://EXAMPLE.com./other?x=1", "https://example.com:443/"):
+            with pytest.raises(tk.ValidationError):
+                _create_as(None, spelling)
+        assert _create_as(None, "https://example.org/other")
+        # Logged-in users are counted per user, not per address.
+        assert _create_as(factories.User())
+
+    @pytest.mark.ckan_config("ckanext.webhooks.max_webhooks_per_address", 0)
+    def test_zero_means_no_limit_per_address(self):
+        for _ in range(4):
+            _create_as(None)
+        assert model.Session.query(Webhook).count() == 4

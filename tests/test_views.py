@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from ckan.tests import factories, helpers
 
-from tests.receiver import Reply
+from tests.support.receivers.recording import Reply
 
 PASSWORD = "correct horse battery"
 CSRF_INPUT = re.compile(r'name="_csrf_token" value="([^"]+)"')

@@ -1,4 +1,4 @@
-"""A real HTTP receiver on 127.0.0.1 for tests, benchmarks and the demo.
+"""A real HTTP receiver on 127.0.0.1 for the tests (the ``receiver`` fixture).
 
 It records every request (path, headers, body) and answers from a script of
 responses (status, delay, headers), then with ``default_status``.

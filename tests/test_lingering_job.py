@@ -6,7 +6,6 @@ another job waits on its queue.
 """
 
 import threading
-import time
 
 import pytest
 from ckan.lib import jobs
@@ -15,6 +14,7 @@ from ckan.tests import factories, helpers
 from ckanext.webhooks import config as cfg
 from ckanext.webhooks.delivery import deliver_pending
 from ckanext.webhooks.delivery.listener import someone_listens
+from tests.support.processes import wait_until
 
 
 class _Job(threading.Thread):
@@ -28,15 +28,6 @@ class _Job(threading.Thread):
         self.stats = deliver_pending()
 
 
-def _wait_until(condition, seconds=30.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 @pytest.mark.usefixtures("with_plugins", "clean_db", "clean_queues")
 @pytest.mark.ckan_config("ckanext.webhooks.linger_seconds", 30)
 class TestLingeringJob:
@@ -45,7 +36,7 @@ class TestLingeringJob:
         job = _Job()
         job.start()
         try:
-            assert _wait_until(someone_listens)
+            assert wait_until(someone_listens, timeout=30)
             for n in range(3):
                 factories.Dataset(title=f"d{n}")
             assert receiver.wait_for(3)
@@ -62,7 +53,7 @@ class TestLingeringJob:
         helpers.call_action("webhook_create", topic="*", address=receiver.url)
         job = _Job()
         job.start()
-        assert _wait_until(someone_listens)
+        assert wait_until(someone_listens, timeout=30)
         jobs.enqueue(jobs.test_job, ["another job"], queue=cfg.queue())
         job.join(15)  # lingering would last 30 s
         assert not job.is_alive()
@@ -73,19 +64,19 @@ class TestLingeringJob:
 
     @pytest.mark.ckan_config("ckanext.webhooks.retry_schedule", "1 1")
     def test_a_retry_falling_due_is_sent_without_the_dispatcher(self, receiver):
-        from tests.receiver import Reply
+        from tests.support.receivers.recording import Reply
 
         hook_id = helpers.call_action("webhook_create", topic="*", address=receiver.url)
         receiver.script.append(Reply(503))
         job = _Job()
         job.start()
         try:
-            assert _wait_until(someone_listens)
+            assert wait_until(someone_listens, timeout=30)
             factories.Dataset()
             assert receiver.wait_for(2)  # the 503, then the retry a second later
             first, second = receiver.received
             assert first.headers["webhook-id"] == second.headers["webhook-id"]
-            assert _wait_until(
+            assert wait_until(
                 lambda: (
                     [
                         entry["status_code"]
@@ -94,7 +85,8 @@ class TestLingeringJob:
                         )
                     ]
                     == [200, 503]
-                )
+                ),
+                timeout=30,
             )
         finally:
             jobs.enqueue(jobs.test_job, ["make way"], queue=cfg.queue())

@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from ckanext.webhooks import delivery
 from tests.helpers import Site, count
-from tests.receiver import Reply
+from tests.support.receivers.recording import Reply
 
 
 def subscribe(receiver, topic="*", path="/hook"):

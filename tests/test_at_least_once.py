@@ -6,7 +6,6 @@ duplicates the extra copies.
 """
 
 import shutil
-import socket
 import subprocess
 import time
 
@@ -17,13 +16,13 @@ from ckan.tests import factories, helpers
 from redis import ConnectionPool
 
 from tests.helpers import Site, count
-from tests.receiver import Receiver, Reply
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.support.processes import (
+    accepts_connections,
+    free_port,
+    stop_process,
+    wait_until,
+)
+from tests.support.receivers.recording import Receiver, Reply
 
 
 class PrivateRedis:
@@ -49,17 +48,11 @@ class PrivateRedis:
             ],
             stdout=subprocess.DEVNULL,
         )
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+        if not wait_until(lambda: accepts_connections(self.port), timeout=10):
+            raise RuntimeError("redis-server did not start")
 
     def stop(self):
-        self.process.kill()
-        self.process.wait()
+        stop_process(self.process, grace=0, group=False)
 
 
 @pytest.fixture

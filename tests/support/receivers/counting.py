@@ -10,8 +10,9 @@ timeout ends it).
 Control requests (GET): ``/_stats`` returns the counts, ``/_arrivals`` the
 first arrival time of each ``webhook-id``, ``/_reset`` forgets everything.
 
-Run ``python bench/receiver.py``: it prints its port, then serves until killed.
-The ``ReceiverProcess`` class does that for the benchmark scripts.
+Run ``python -m tests.support.receivers.counting`` from the checkout: it
+prints its port, then serves until killed. ``ReceiverProcess`` does that for
+the benchmark scripts.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import sys
 import time
 import urllib.request
 from urllib.parse import parse_qs, urlsplit
+
+from tests.support.processes import ROOT, stop_process
 
 HANG_SECONDS = 120.0
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
@@ -130,11 +133,14 @@ async def serve(port: int = 0) -> None:
 
 
 class ReceiverProcess:
-    """Starts ``receiver.py`` as a child process and reads its counts."""
+    """Starts this module as a child process and reads its counts."""
 
     def __init__(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, __file__], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-m", __name__],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert self.process.stdout is not None
         self.port = int(self.process.stdout.readline())
@@ -163,8 +169,7 @@ class ReceiverProcess:
             time.sleep(poll)
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
+        stop_process(self.process, grace=10, group=False)
 
     def __enter__(self) -> ReceiverProcess:
         return self

@@ -1,6 +1,6 @@
 """Misbehaving receivers on raw loopback sockets, for the limits of webhooks.http.
 
-``tests.receiver`` is a well-behaved HTTP server; these are not. Each accepted
+``recording.Receiver`` is a well-behaved HTTP server; these are not. Each accepted
 connection is served in its own thread by a handler ``(server, conn, number)``;
 handlers sleep with ``server.pause`` so that ``stop()`` ends them at once.
 """
