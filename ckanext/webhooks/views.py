@@ -150,19 +150,22 @@ def read(id: str) -> Any:
     )
 
 
-def _flash_refusal(error: tk.ValidationError) -> None:
-    """A refused request (a limit, say) is a message on the page, not an error page."""
-    for messages in error.error_dict.values():
-        for message in messages if isinstance(messages, list) else [messages]:
-            tk.h.flash_error(str(message))
+def _call_or_flash(action: str, data_dict: dict[str, Any]) -> Any | None:
+    """``_call``, with a refusal (a limit, say) flashed as a message on the
+    next page rather than an error page; None when refused."""
+    try:
+        return _call(action, data_dict)
+    except tk.ValidationError as error:
+        for messages in error.error_dict.values():
+            for message in messages if isinstance(messages, list) else [messages]:
+                tk.h.flash_error(str(message))
+        return None
 
 
 @webhooks.route("/<id>/test", methods=["POST"])
 def test(id: str) -> Any:
-    try:
-        result = _call("webhook_test", {"id": id})
-    except tk.ValidationError as error:
-        _flash_refusal(error)
+    result = _call_or_flash("webhook_test", {"id": id})
+    if result is None:
         return tk.redirect_to("webhooks.read", id=id)
     if result["success"]:
         tk.h.flash_success(
@@ -190,31 +193,23 @@ def redeliver(id: str) -> Any:
         entry["id"] for entry in _call("webhook_delivery_list", {"id": id})
     }:
         return tk.abort(404, tk._("No such entry in this webhook's delivery log"))
-    try:
-        _call("webhook_redeliver", {"id": attempt_id, "webhook_id": id})
-    except tk.ValidationError as error:
-        _flash_refusal(error)
-        return tk.redirect_to("webhooks.read", id=id)
-    tk.h.flash_success(
-        tk._(
-            "The event is queued for delivery again; the new attempt appears "
-            "in the log once a worker has sent it."
+    if _call_or_flash("webhook_redeliver", {"id": attempt_id, "webhook_id": id}):
+        tk.h.flash_success(
+            tk._(
+                "The event is queued for delivery again; the new attempt "
+                "appears in the log once a worker has sent it."
+            )
         )
-    )
     return tk.redirect_to("webhooks.read", id=id)
 
 
 @webhooks.route("/<id>/active", methods=["POST"])
 def set_active(id: str) -> Any:
     active = tk.request.form.get("active") == "true"
-    try:
-        _call("webhook_update", {"id": id, "active": active})
-    except tk.ValidationError as error:
-        _flash_refusal(error)
-        return tk.redirect_to("webhooks.read", id=id)
-    tk.h.flash_success(
-        tk._("Webhook enabled.") if active else tk._("Webhook disabled.")
-    )
+    if _call_or_flash("webhook_update", {"id": id, "active": active}):
+        tk.h.flash_success(
+            tk._("Webhook enabled.") if active else tk._("Webhook disabled.")
+        )
     return tk.redirect_to("webhooks.read", id=id)
 
 

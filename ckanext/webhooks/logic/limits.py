@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
+from typing import Any
 
 import ckan.model as model
 import ckan.plugins.toolkit as tk
@@ -57,20 +58,19 @@ def check_webhook_limits(context: Context, host: str, exclude: str | None) -> No
     limit = cfg.max_webhooks_per_address()
     if not limit:
         return
-    _lock_for_counting(f"host:{host}")
-    same = model.Session.query(func.count(Webhook.id)).filter(
-        Webhook.receiver_host == host, Webhook.owner_id.is_(None)
-    )
+    same = [Webhook.receiver_host == host, Webhook.owner_id.is_(None)]
     if exclude is not None:
-        same = same.filter(Webhook.id != exclude)
-    if same.scalar() >= limit:
-        _refuse(
-            "address",
-            tk._(
-                "There are already {n} anonymous webhooks for this receiver, "
-                "the most allowed. Log in to add more."
-            ).format(n=limit),
-        )
+        same.append(Webhook.id != exclude)
+    _refuse_when_full(
+        f"host:{host}",
+        same,
+        limit,
+        "address",
+        tk._(
+            "There are already {n} anonymous webhooks for this receiver, "
+            "the most allowed. Log in to add more."
+        ),
+    )
 
 
 def _check_receiver_not_gone(host: str) -> None:
@@ -98,20 +98,28 @@ def _check_receiver_not_gone(host: str) -> None:
 
 def _check_per_user(user: model.User) -> None:
     limit = cfg.max_webhooks_per_user()
-    if not limit:
-        return
-    _lock_for_counting(f"user:{user.id}")
-    owned = model.Session.query(func.count(Webhook.id)).filter(
-        Webhook.owner_id == user.id
-    )
-    if owned.scalar() >= limit:
-        _refuse(
+    if limit:
+        _refuse_when_full(
+            f"user:{user.id}",
+            [Webhook.owner_id == user.id],
+            limit,
             "owner",
             tk._(
                 "You already have {n} webhooks, the most allowed on this site. "
                 "Delete one first."
-            ).format(n=limit),
+            ),
         )
+
+
+def _refuse_when_full(
+    lock: str, criteria: list[Any], limit: int, field: str, message: str
+) -> None:
+    """Count the webhooks meeting ``criteria`` under the advisory lock ``lock``;
+    refuse on ``field`` with ``message`` (``{n}``: the limit) at ``limit``."""
+    _lock_for_counting(lock)
+    found = model.Session.query(func.count(Webhook.id)).filter(*criteria).scalar()
+    if found >= limit:
+        _refuse(field, message.format(n=limit))
 
 
 def _caller_key(context: Context) -> str:
