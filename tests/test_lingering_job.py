@@ -91,3 +91,26 @@ class TestLingeringJob:
         finally:
             jobs.enqueue(jobs.test_job, ["make way"], queue=cfg.queue())
             job.join(60)
+
+
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+def test_a_listener_leaves_no_autocommit_connection_in_the_pool():
+    """The LISTEN connection is switched to autocommit: handed back to a
+    pool like that, a later ORM transaction on it would commit statement by
+    statement, and notifications would pile up on it. (CKAN's tests run on
+    a NullPool; sites run on SQLAlchemy's default QueuePool, used here.)"""
+    import ckan.model as model
+    import sqlalchemy as sa
+
+    from ckanext.webhooks.delivery.listener import Listener
+
+    engine = sa.create_engine(model.meta.engine.url)
+    try:
+        Listener(engine).close()
+        idle = [engine.raw_connection() for _ in range(engine.pool.checkedin())]
+        for pooled in idle:
+            driver = getattr(pooled, "dbapi_connection", None) or pooled.connection
+            assert driver.autocommit is False
+            pooled.close()
+    finally:
+        engine.dispose()

@@ -67,10 +67,14 @@ def others_waiting() -> bool:
 
 
 class Listener:
-    """A LISTEN connection of its own, outside the ORM session."""
+    """A LISTEN connection of its own, outside the ORM session.
 
-    def __init__(self) -> None:
-        self._raw = model.meta.engine.raw_connection()
+    It is switched to autocommit and keeps listening, so it never goes back
+    to the pool: ``close`` discards it.
+    """
+
+    def __init__(self, engine: Any = None) -> None:
+        self._raw = (engine or model.meta.engine).raw_connection()
         self._conn = (
             getattr(self._raw, "dbapi_connection", None) or self._raw.connection
         )
@@ -97,7 +101,7 @@ class Listener:
 
         with contextlib.suppress(Exception):
             connect_to_redis().delete(_mark_key())
-        self._raw.close()
+        self._raw.invalidate()  # closed for good, not returned to the pool
 
 
 def linger(deliver: Any, seconds: float, deadline: float) -> None:
