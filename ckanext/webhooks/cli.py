@@ -105,6 +105,25 @@ def test(webhook_id: str) -> None:
 
 @webhooks.command()
 @click.argument("webhook_id")
+def verify(webhook_id: str) -> None:
+    """Ask the receiver for its consent now and print the outcome (exit 1 if
+    it has not consented)."""
+    result = _call("webhook_verify", {"id": webhook_id})
+    _echo(result)
+    if not result["verified"]:
+        raise click.exceptions.Exit(1)
+
+
+@webhooks.command()
+@click.argument("webhook_id")
+def renew(webhook_id: str) -> None:
+    """Renew an anonymous webhook's lease; print when it now expires."""
+    result = _call("webhook_renew", {"id": webhook_id})
+    click.echo(f"{result['id']} expires {result['expires'] or 'never'}")
+
+
+@webhooks.command()
+@click.argument("webhook_id")
 @click.option("--limit", default=20, show_default=True)
 def deliveries(webhook_id: str, limit: int) -> None:
     """The delivery log of a webhook, newest first."""
@@ -155,8 +174,9 @@ def dispatch(loop: bool, interval: float, duration: float | None) -> None:
         result = dispatch_once()
         if not loop or result["woken"]:
             click.echo(
-                f"{result['events']} events and {result['deliveries']} deliveries "
-                f"waiting; worker {'woken' if result['woken'] else 'not woken'}"
+                f"{result['events']} events, {result['deliveries']} deliveries "
+                f"and {result['handshakes']} handshakes waiting; "
+                f"worker {'woken' if result['woken'] else 'not woken'}"
             )
         if not loop or stop or (deadline and time.monotonic() >= deadline):
             break

@@ -9,6 +9,7 @@ the ini file.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import ckan.plugins.toolkit as tk
 from ckan.common import config_declaration
@@ -17,6 +18,7 @@ from ckanext.webhooks.http import Policy
 
 __all__ = [
     "address_policy",
+    "anonymous_lease_days",
     "concurrency",
     "delete_disabled_after_days",
     "delivery_log_days",
@@ -33,7 +35,10 @@ __all__ = [
     "render_per_owner",
     "retry_schedule",
     "secret_rotation_hours",
+    "site_origin",
     "timeout",
+    "verification",
+    "verification_hours",
 ]
 
 PREFIX = "ckanext.webhooks."
@@ -117,3 +122,21 @@ def secret_rotation_hours() -> int:
 
 def publishers() -> list[str]:
     return _option("publishers")
+
+
+def verification() -> str:
+    return _option("verification")
+
+
+def verification_hours() -> int:
+    return _option("verification_hours")
+
+
+def anonymous_lease_days() -> int:
+    return _option("anonymous_lease_days")
+
+
+def site_origin() -> str:
+    """The site's host (and port, if any) from ``ckan.site_url``: what the
+    consent handshake names as ``WebHook-Request-Origin``."""
+    return urlsplit(tk.config.get("ckan.site_url") or "").netloc.lower()

@@ -86,11 +86,36 @@ class Webhook(tk.BaseModel):
     failure_count = Column(Integer, nullable=False, default=0)
     last_delivery_at = Column(DateTime, nullable=True)
     last_delivery_status = Column(UnicodeText, nullable=True)
+    # The receiver's consent (delivery/consent.py): when it last agreed, and
+    # the handshakes scheduled until it does.
+    verified_at = Column(DateTime, nullable=True)
+    verification_started = Column(DateTime, nullable=True)
+    verification_due = Column(DateTime, nullable=True)
+    verification_attempts = Column(Integer, nullable=False, default=0)
+    verification_error = Column(UnicodeText, nullable=True)
+    # Ceilings in deliveries per minute: the receiver's and the owner's.
+    allowed_rate = Column(Integer, nullable=True)
+    rate_limit = Column(Integer, nullable=True)
+    # Start of an anonymous webhook's lease (logic/leases.py).
+    renewed = Column(DateTime, nullable=False, default=utcnow)
 
     def point_at(self, address: str) -> None:
-        """Set the address, and the receiver host that limits count."""
+        """Set the address and the receiver host that limits count; consent
+        given for another address does not carry over."""
         self.address = address
         self.receiver_host = receiver_host(address)
+        self.verified_at = None
+        self.verification_started = None
+        self.verification_due = None
+        self.verification_attempts = 0
+        self.verification_error = None
+        self.allowed_rate = None
+
+    @property
+    def rate_per_minute(self) -> int | None:
+        """The lower of the receiver's and the owner's ceilings, if any."""
+        ceilings = [r for r in (self.allowed_rate, self.rate_limit) if r]
+        return min(ceilings) if ceilings else None
 
     # One partial index per kind of subscription (see events.MATCHING).
     __table_args__ = (
@@ -120,6 +145,16 @@ class Webhook(tk.BaseModel):
             "ix_webhook_anonymous_receiver",
             "receiver_host",
             postgresql_where=text("owner_id IS NULL"),
+        ),
+        Index(
+            "ix_webhook_awaiting_consent",
+            "verification_due",
+            postgresql_where=text("active AND verified_at IS NULL"),
+        ),
+        Index(
+            "ix_webhook_anonymous_lease",
+            "renewed",
+            postgresql_where=text("active AND owner_id IS NULL"),
         ),
     )
 

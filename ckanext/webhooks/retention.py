@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.sql.elements import TextClause
 
 from ckanext.webhooks import config as cfg
+from ckanext.webhooks import leases
 from ckanext.webhooks.model import utcnow
 from ckanext.webhooks.vocabulary import DeliveryStatus
 
@@ -71,6 +72,8 @@ def prune(
     Events still being retried are kept whatever their age.
     """
     now = now or utcnow()
+    leases.expire_overdue(now)  # expired webhooks are disabled, then pruned
+    model.Session.commit()
     log_cutoff = now - datetime.timedelta(days=cfg.delivery_log_days())
     counts = {
         "attempts": _in_batches(_PRUNE_ATTEMPTS, {"cutoff": log_cutoff}, batch_size),

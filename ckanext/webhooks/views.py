@@ -9,16 +9,24 @@ from __future__ import annotations
 from typing import Any, cast
 
 import ckan.plugins.toolkit as tk
+from ckan.config.middleware.flask_app import csrf
 from ckan.types import Context
 from flask import Blueprint, current_app, make_response
 
-__all__ = ["webhooks"]
+__all__ = ["consent_callbacks", "webhooks"]
 
 webhooks = Blueprint("webhooks", __name__, url_prefix="/webhooks")
+# Receivers call back here to consent (CloudEvents abuse protection). They
+# are not users of the site and have no session: the token in the URL is
+# their proof, so no CSRF token is asked for.
+consent_callbacks = Blueprint(
+    "webhooks_consent", __name__, url_prefix="/webhooks/consent"
+)
+csrf.exempt(consent_callbacks)
 
 PAGE_SIZE = 50
 DELIVERY_LOG_SIZE = 50
-FORM_FIELDS = ("topic", "address", "dataset", "organization")
+FORM_FIELDS = ("topic", "address", "dataset", "organization", "rate_limit")
 
 
 def _context() -> Context:
@@ -213,6 +221,36 @@ def set_active(id: str) -> Any:
     return tk.redirect_to("webhooks.read", id=id)
 
 
+@webhooks.route("/<id>/verify", methods=["POST"])
+def verify(id: str) -> Any:
+    result = _call_or_flash("webhook_verify", {"id": id})
+    if result is None:
+        return tk.redirect_to("webhooks.read", id=id)
+    if result["verified"]:
+        tk.h.flash_success(tk._("The receiver consents: deliveries can start."))
+    elif result["waiting_for_callback"]:
+        tk.h.flash_notice(
+            tk._(
+                "The receiver answered and will consent by calling back; "
+                "deliveries wait until it does."
+            )
+        )
+    else:
+        tk.h.flash_error(
+            tk._("The receiver did not consent: {reason}").format(
+                reason=result["error"]
+            )
+        )
+    return tk.redirect_to("webhooks.read", id=id)
+
+
+@webhooks.route("/<id>/renew", methods=["POST"])
+def renew(id: str) -> Any:
+    _call("webhook_renew", {"id": id})
+    tk.h.flash_success(tk._("Webhook renewed."))
+    return tk.redirect_to("webhooks.read", id=id)
+
+
 @webhooks.route("/<id>/rotate", methods=["POST"])
 def rotate_secret(id: str) -> Any:
     _call("webhook_rotate_secret", {"id": id})
@@ -237,3 +275,23 @@ def delete(id: str) -> Any:
     if tk.current_user.is_authenticated:
         return tk.redirect_to("webhooks.index")
     return tk.redirect_to("home.index")
+
+
+@consent_callbacks.route("/<id>/<token>", methods=["GET", "POST"])
+def grant(id: str, token: str) -> Any:
+    """A receiver's consent by callback; plain text, for programs."""
+    data = {"id": id, "token": token}
+    rate = tk.request.headers.get("WebHook-Allowed-Rate")
+    if rate is not None:
+        data["allowed_rate"] = rate
+    try:
+        tk.get_action("webhook_consent")(cast(Context, {}), data)
+    except (tk.ObjectNotFound, tk.ValidationError):
+        return _plain(404, "Not found\n")
+    return _plain(200, "Consent recorded: deliveries to this receiver can start.\n")
+
+
+def _plain(status: int, text: str) -> Any:
+    response = make_response(text, status)
+    response.mimetype = "text/plain"
+    return response

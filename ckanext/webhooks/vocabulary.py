@@ -16,11 +16,13 @@ __all__ = [
     "EVENT_PREFIX",
     "GONE_REASON",
     "GROUP_TOPICS",
+    "LEASE_REASON",
     "ORGANIZATION_TOPICS",
     "PING",
     "RESOURCE_TOPICS",
     "SECRET_PREFIX",
     "TOPICS",
+    "UNVERIFIED_REASON",
     "AttemptOutcome",
     "DeliveryStatus",
     "isoformat",
@@ -47,6 +49,14 @@ DELIVERY_CHANNEL = "ckanext_webhooks"
 # Why a webhook was disabled when its receiver answered 410 Gone: that answer
 # is final for anonymous webhooks (see logic.auth.may_undo_gone).
 GONE_REASON = "receiver answered 410 Gone"
+
+# Why a webhook was disabled when its receiver never consented in time
+# (delivery/consent.py), or when an anonymous webhook's lease ran out
+# (leases.py). Either is undone by the action named in it.
+UNVERIFIED_REASON = (
+    "the receiver did not consent in time (verify it again with webhook_verify)"
+)
+LEASE_REASON = "its lease expired (renew it with webhook_renew)"
 
 
 class DeliveryStatus(str, enum.Enum):

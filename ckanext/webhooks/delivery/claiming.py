@@ -11,44 +11,57 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 
 import ckan.model as model
 from sqlalchemy import text
+from sqlalchemy.sql.elements import TextClause
 
+from ckanext.webhooks.delivery.consent import held_sql
 from ckanext.webhooks.model import Webhook, WebhookEvent, utcnow
 from ckanext.webhooks.vocabulary import DeliveryStatus
 
 __all__ = [
-    "DUE",
     "Claim",
     "claim_due",
+    "due_sql",
     "lease_for",
     "release",
     "seconds_until_next_due",
 ]
 
-# Deliveries a worker may take now (the SQL of "due", shared with the
-# dispatcher's check).
-DUE = f"""
-    status = '{DeliveryStatus.PENDING.value}' AND next_attempt_at <= :now
-    AND (lease_until IS NULL OR lease_until < :now)
-"""
 
-_CLAIM = text(
-    f"""
-    UPDATE webhook_delivery d
-    SET lease_until = :lease, attempts = d.attempts + 1, updated = :now
-    FROM (
-        SELECT id FROM webhook_delivery
-        WHERE {DUE}
-        ORDER BY next_attempt_at, id
-        LIMIT :limit
-        FOR UPDATE SKIP LOCKED
-    ) due
-    WHERE d.id = due.id
-    RETURNING d.id, d.event_id, d.webhook_id, d.attempts
+# Deliveries a worker may take now (the SQL of "due", shared with the
+# dispatcher's check): pending, due, not leased, and not held for their
+# receiver's consent (delivery/consent.py).
+def due_sql() -> str:
+    return f"""
+        webhook_delivery.status = '{DeliveryStatus.PENDING.value}'
+        AND webhook_delivery.next_attempt_at <= :now
+        AND (webhook_delivery.lease_until IS NULL
+             OR webhook_delivery.lease_until < :now)
+        {held_sql("webhook_delivery")}
     """
-)
+
+
+@functools.lru_cache(maxsize=4)  # one per verification mode
+def _claim_statement(due: str) -> TextClause:
+    return text(
+        f"""
+        UPDATE webhook_delivery d
+        SET lease_until = :lease, attempts = d.attempts + 1, updated = :now
+        FROM (
+            SELECT id FROM webhook_delivery
+            WHERE {due}
+            ORDER BY next_attempt_at, id
+            LIMIT :limit
+            FOR UPDATE SKIP LOCKED
+        ) due
+        WHERE d.id = due.id
+        RETURNING d.id, d.event_id, d.webhook_id, d.attempts
+        """
+    )
+
 
 # Back to the queue without an attempt: used for deliveries held back by a
 # rate limit, which wait rather than being dropped.
@@ -81,7 +94,7 @@ def claim_due(limit: int, lease: datetime.timedelta) -> list[Claim]:
     """Claim up to ``limit`` due deliveries, oldest first; commit the claim."""
     now = utcnow()
     rows = model.Session.execute(
-        _CLAIM, {"now": now, "lease": now + lease, "limit": limit}
+        _claim_statement(due_sql()), {"now": now, "lease": now + lease, "limit": limit}
     ).all()
     model.Session.commit()
     if not rows:
@@ -120,18 +133,18 @@ def release(claims: list[Claim], not_before: datetime.datetime) -> None:
     model.Session.commit()
 
 
-_SOONEST = text(
-    f"""
+_SOONEST = f"""
     SELECT min(next_attempt_at) FROM webhook_delivery
     WHERE status = '{DeliveryStatus.PENDING.value}'
       AND (lease_until IS NULL OR lease_until < :now)
-    """
-)
+"""
 
 
 def seconds_until_next_due() -> float | None:
     """How long until the next pending delivery falls due (None: none pending)."""
-    soonest = model.Session.execute(_SOONEST, {"now": utcnow()}).scalar()
+    soonest = model.Session.execute(
+        text(_SOONEST + held_sql("webhook_delivery")), {"now": utcnow()}
+    ).scalar()
     model.Session.commit()
     if soonest is None:
         return None

@@ -16,8 +16,11 @@ import time
 from collections import defaultdict
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 
+import ckan.model as model
+
 from ckanext.webhooks import config as cfg
-from ckanext.webhooks.delivery import outcomes
+from ckanext.webhooks import leases
+from ckanext.webhooks.delivery import consent, outcomes
 from ckanext.webhooks.delivery.claiming import (
     Claim,
     claim_due,
@@ -28,7 +31,7 @@ from ckanext.webhooks.delivery.claiming import (
 from ckanext.webhooks.delivery.listener import others_waiting
 from ckanext.webhooks.delivery.outbox import expand_events
 from ckanext.webhooks.delivery.rendering import Prepared, Renderer
-from ckanext.webhooks.delivery.throttle import HORIZON, HostThrottle
+from ckanext.webhooks.delivery.throttle import HORIZON, HostThrottle, WebhookThrottle
 from ckanext.webhooks.http import Outcome, Transport
 from ckanext.webhooks.model import utcnow
 
@@ -36,6 +39,7 @@ __all__ = ["Deliverer", "transport_from_config"]
 
 RECORD_INTERVAL = 0.5  # seconds an outcome may wait to be written with others
 GIVE_WAY_CHECK = 1.0  # seconds between looks for other jobs on the queue
+HOUSEKEEPING_INTERVAL = 30.0  # seconds between looks for expired webhooks
 
 
 def transport_from_config() -> Transport:
@@ -58,6 +62,9 @@ class Deliverer:
         self.max_failures = cfg.max_failures()
         self.lease = lease_for(cfg.timeout())
         self.throttle = HostThrottle(cfg.max_rate_per_host())
+        self.webhook_throttle = WebhookThrottle()
+        self.handshakes = consent.Handshakes(self.transport, self.lease)
+        self._housekept_at = 0.0
         self.renderer = Renderer()
         self.stats = {
             "sent": 0,
@@ -103,7 +110,7 @@ class Deliverer:
             if not idle and not out_of_time and room >= self.concurrency:
                 idle = not self._take(room)
                 continue
-            if not inflight and not self._timetable:
+            if not inflight and not self._timetable and not self.handshakes.pending:
                 if out_of_time or not self._rest_until_due():
                     break
                 idle = False
@@ -112,6 +119,8 @@ class Deliverer:
             if done:
                 unrecorded += [(inflight.pop(f).claim, f.result()) for f in done]
                 idle = False
+            if self.handshakes.collect():
+                idle = False  # consent given: its deliveries are due
             if unrecorded and (
                 len(unrecorded) >= self.concurrency
                 or not inflight
@@ -122,11 +131,16 @@ class Deliverer:
         return self.stats
 
     def _take(self, room: int) -> bool:
-        """Expand, claim, render and timetable a batch; False if none was due."""
+        """Expand, claim, render and timetable a batch; False if none was due.
+
+        Handshakes that are due start here too, and run alongside.
+        """
+        self._housekeeping()
+        started = self.handshakes.start_due()
         expand_events()
         claims = claim_due(room, self.lease)
         if not claims:
-            return False
+            return bool(started)
         ready, skipped = self.renderer.render(claims)
         if skipped:
             self.stats["skipped"] += len(skipped)
@@ -134,23 +148,57 @@ class Deliverer:
         self._timetable_by_host(ready)
         return True
 
-    def _timetable_by_host(self, ready: list[Prepared]) -> None:
-        """Book each host's sending slots; what gets none waits in the queue."""
-        by_host: dict[str, list[Prepared]] = defaultdict(list)
+    def _housekeeping(self) -> None:
+        """Now and then: disable webhooks whose lease or time to consent ran out."""
+        if time.monotonic() - self._housekept_at < HOUSEKEEPING_INTERVAL:
+            return
+        self._housekept_at = time.monotonic()
+        now = utcnow()
+        leases.expire_overdue(now)
+        consent.expire_overdue(now)
+        model.Session.commit()
+
+    def _within_webhook_rates(
+        self, ready: list[Prepared]
+    ) -> list[tuple[float, Prepared]]:
+        """(earliest delay, item) for what each webhook's own ceiling lets go;
+        the rest waits in the queue."""
+        admitted: list[tuple[float, Prepared]] = []
+        by_webhook: dict[str, list[Prepared]] = defaultdict(list)
         for prepared in ready:
-            by_host[prepared.host].append(prepared)
+            if prepared.claim.webhook.rate_per_minute:
+                by_webhook[prepared.claim.webhook.id].append(prepared)
+            else:
+                admitted.append((0.0, prepared))
+        for webhook_id, items in by_webhook.items():
+            rate = items[0].claim.webhook.rate_per_minute
+            delays, next_free = self.webhook_throttle.book(webhook_id, len(items), rate)
+            admitted += zip(delays, items, strict=False)
+            self._hold([prepared.claim for prepared in items[len(delays) :]], next_free)
+        return admitted
+
+    def _timetable_by_host(self, ready: list[Prepared]) -> None:
+        """Book each webhook's and each host's sending slots; what gets none
+        waits in the queue."""
+        by_host: dict[str, list[tuple[float, Prepared]]] = defaultdict(list)
+        for earliest, prepared in self._within_webhook_rates(ready):
+            by_host[prepared.host].append((earliest, prepared))
         now = time.monotonic()
         for host, items in by_host.items():
             delays, next_free = self.throttle.book(host, len(items))
-            for delay, prepared in zip(delays, items, strict=False):
-                entry = (now + delay, next(self._tiebreak), prepared)
+            for delay, (earliest, prepared) in zip(delays, items, strict=False):
+                entry = (now + max(delay, earliest), next(self._tiebreak), prepared)
                 heapq.heappush(self._timetable, entry)
-            held = [prepared.claim for prepared in items[len(delays) :]]
-            if held:
-                self.stats["throttled"] += len(held)
-                later = utcnow() + datetime.timedelta(seconds=next_free)
-                release(held, later)
-                self._held_until = max(self._held_until, now + next_free)
+            held = [prepared.claim for _, prepared in items[len(delays) :]]
+            self._hold(held, next_free)
+
+    def _hold(self, held: list[Claim], next_free: float) -> None:
+        """Back to the queue, due when the next sending slot frees."""
+        if not held:
+            return
+        self.stats["throttled"] += len(held)
+        release(held, utcnow() + datetime.timedelta(seconds=next_free))
+        self._held_until = max(self._held_until, time.monotonic() + next_free)
 
     def _start_due(self, inflight: dict) -> None:
         """Start timetabled sends that are due, as senders are free."""
@@ -200,16 +248,17 @@ class Deliverer:
             self._timetable.clear()
 
     def _wait(self, inflight: dict) -> set[Future[Outcome]]:
-        """Until a send completes, the next timetabled send (if a sender is
-        free for it), or 1 s."""
+        """Until a send or a handshake completes, the next timetabled send (if
+        a sender is free for it), or 1 s; the sends that completed."""
         timeout = 1.0
         if self._timetable and len(inflight) < self.concurrency:
             timeout = min(timeout, max(0.0, self._timetable[0][0] - time.monotonic()))
-        if not inflight:
+        waiting = [*inflight, *self.handshakes.pending]
+        if not waiting:
             time.sleep(timeout)
             return set()
-        done, _ = wait(inflight, timeout=timeout, return_when=FIRST_COMPLETED)
-        return done
+        done, _ = wait(waiting, timeout=timeout, return_when=FIRST_COMPLETED)
+        return {future for future in done if future in inflight}
 
     def _rest_until_due(self) -> bool:
         """Sleep until what this loop held back for its host's rate falls due;

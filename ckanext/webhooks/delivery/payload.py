@@ -16,6 +16,7 @@ import ckan.plugins as p
 import ckan.plugins.toolkit as tk
 
 from ckanext.webhooks import __version__, signing
+from ckanext.webhooks import config as cfg
 from ckanext.webhooks.interfaces import IWebhooks
 from ckanext.webhooks.logic.dictization import webhook_dictize
 from ckanext.webhooks.model import Webhook, WebhookEvent, utcnow
@@ -65,4 +66,7 @@ def render(
             signing_secrets(webhook, utcnow()), event.id, now, body
         ),
     }
+    if webhook.verified_at is not None:
+        # CloudEvents abuse protection: the origin the receiver consented to.
+        headers["Origin"] = cfg.site_origin()
     return body, headers

@@ -19,7 +19,9 @@ import ckan.plugins.toolkit as tk
 from sqlalchemy import text
 
 from ckanext.webhooks import config as cfg
-from ckanext.webhooks.delivery.claiming import DUE
+from ckanext.webhooks import leases
+from ckanext.webhooks.delivery import consent
+from ckanext.webhooks.delivery.claiming import due_sql
 from ckanext.webhooks.delivery.listener import linger, someone_listens
 from ckanext.webhooks.delivery.loop import Deliverer
 from ckanext.webhooks.model import utcnow
@@ -72,19 +74,25 @@ def pending_work() -> dict[str, int]:
     events = model.Session.execute(
         text("SELECT count(*) FROM webhook_event WHERE NOT expanded")
     ).scalar()
+    now = utcnow()
     due = model.Session.execute(
-        text(f"SELECT count(*) FROM webhook_delivery WHERE {DUE}"),
-        {"now": utcnow()},
+        text(f"SELECT count(*) FROM webhook_delivery WHERE {due_sql()}"),
+        {"now": now},
     ).scalar()
+    handshakes = consent.due_count(now)
     model.Session.commit()
-    return {"events": events, "deliveries": due}
+    return {"events": events, "deliveries": due, "handshakes": handshakes}
 
 
 def dispatch() -> dict[str, Any]:
-    """Wake a worker if events wait or retries are due (cron / loop helper)."""
+    """Wake a worker if events wait, or retries or handshakes are due (cron /
+    loop helper); disable webhooks whose lease or time to consent ran out."""
+    now = utcnow()
+    expired = leases.expire_overdue(now) + consent.expire_overdue(now)
+    model.Session.commit()
     work = pending_work()
-    woken = bool(work["events"] or work["deliveries"]) and wake_workers()
-    return {**work, "woken": woken}
+    woken = any(work.values()) and wake_workers()
+    return {**work, "expired": expired, "woken": woken}
 
 
 def _budget() -> float:
@@ -114,6 +122,6 @@ def deliver_pending(budget_seconds: float | None = None) -> dict[str, int]:
     if stats["sent"] or stats["skipped"]:
         log.info("webhooks: delivered %(succeeded)s, failed %(failed)s", stats)
     work = pending_work()
-    if work["deliveries"] or work["events"] or stats["throttled"]:
+    if any(work.values()) or stats["throttled"]:
         wake_workers()  # out of time, gave way, or held back by a rate: hand over
     return stats

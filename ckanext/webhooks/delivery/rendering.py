@@ -19,10 +19,12 @@ from typing import Any
 import ckan.plugins as p
 
 from ckanext.webhooks import config as cfg
+from ckanext.webhooks import leases
 from ckanext.webhooks.delivery.claiming import Claim
 from ckanext.webhooks.delivery.payload import render
 from ckanext.webhooks.delivery.visibility import EntityViews, Hidden, ReaderClassViews
 from ckanext.webhooks.interfaces import IWebhooks
+from ckanext.webhooks.model import utcnow
 from ckanext.webhooks.vocabulary import PING
 
 __all__ = ["Prepared", "Renderer", "core_reading_rules"]
@@ -80,8 +82,11 @@ class Renderer:
         ready: list[Prepared] = []
         sendable: list[Claim] = []
         skipped: list[Claim] = []
+        now = utcnow()
         for claim in claims:
-            off = not claim.webhook.active and claim.event.topic != PING
+            off = claim.event.topic != PING and (
+                not claim.webhook.active or leases.expired(claim.webhook, now)
+            )
             (skipped if off else sendable).append(claim)
         views.prepare(
             (claim.event, claim.webhook.owner_id)

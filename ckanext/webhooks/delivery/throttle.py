@@ -1,11 +1,13 @@
-"""A site-wide ceiling on how fast CKAN sends to one receiver host.
+"""Ceilings on how fast CKAN sends: per receiver host, and per webhook.
 
-Without it, many webhooks pointed at one third party turn one public edit
-into a flood of POSTs at it. Sending slots are booked in Redis, so the ceiling
-holds across all workers together: each host has a "theoretical arrival time"
-(the next free slot, as in the generic cell rate algorithm), and a worker
-books slots up to ``HORIZON`` seconds ahead. Deliveries without a slot go
-back to the queue, due when the next slot frees: they wait, never dropped.
+Without the first, many webhooks pointed at one third party turn one public
+edit into a flood of POSTs at it; the second is the rate a receiver allowed
+(``WebHook-Allowed-Rate``) or its owner set (``rate_limit``). Sending slots
+are booked in Redis, so each ceiling holds across all workers together: each
+host or webhook has a "theoretical arrival time" (the next free slot, as in
+the generic cell rate algorithm), and a worker books slots up to ``HORIZON``
+seconds ahead. Deliveries without a slot go back to the queue, due when the
+next slot frees: they wait, never dropped.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 
 import ckan.plugins.toolkit as tk
 
-__all__ = ["HORIZON", "HostThrottle"]
+__all__ = ["HORIZON", "HostThrottle", "WebhookThrottle"]
 
 log = logging.getLogger(__name__)
 
@@ -45,23 +47,25 @@ return result
 """
 
 
-class HostThrottle:
-    """Books sending slots per receiver host; ``rate`` per second, 0 = no limit."""
+class _Slots:
+    """Books sending slots in Redis under keys of one kind."""
 
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
         self._script = None
         self._warned_at = 0.0
 
-    def book(self, host: str, wanted: int) -> tuple[list[float], float]:
+    def _book(
+        self, name: str, wanted: int, per_second: float
+    ) -> tuple[list[float], float]:
         """Delays (seconds from now) of the slots booked for up to ``wanted``
         sends, and the wait until the next free slot for the rest."""
-        if not self.rate or wanted <= 0:
+        if not per_second or wanted <= 0:
             return [0.0] * wanted, 0.0
         try:
             reply = self._booker()(
-                keys=[self._key(host)],
-                args=[int(1_000_000 / self.rate), int(HORIZON * 1_000_000), wanted],
+                keys=[self._key(name)],
+                args=[int(1_000_000 / per_second), int(HORIZON * 1_000_000), wanted],
             )
         except Exception as error:
             # Deliveries must not stop with Redis: fail open, loudly.
@@ -77,11 +81,33 @@ class HostThrottle:
             self._script = connect_to_redis().register_script(_BOOK)
         return self._script
 
-    @staticmethod
-    def _key(host: str) -> str:
-        return f"ckanext-webhooks:{tk.config.get('ckan.site_id')}:rate:{host}"
+    def _key(self, name: str) -> str:
+        return f"ckanext-webhooks:{tk.config.get('ckan.site_id')}:{self.kind}:{name}"
 
     def _warn(self, error: Exception) -> None:
         if time.monotonic() - self._warned_at > 60:
             self._warned_at = time.monotonic()
-            log.warning("webhooks: per-host rate not enforced (%s)", error)
+            log.warning("webhooks: %s not enforced (%s)", self.kind, error)
+
+
+class HostThrottle(_Slots):
+    """Books sending slots per receiver host; ``rate`` per second, 0 = no limit."""
+
+    def __init__(self, rate: float) -> None:
+        super().__init__("rate")
+        self.rate = rate
+
+    def book(self, host: str, wanted: int) -> tuple[list[float], float]:
+        return self._book(host, wanted, self.rate)
+
+
+class WebhookThrottle(_Slots):
+    """Books sending slots per webhook, at its own rate per minute."""
+
+    def __init__(self) -> None:
+        super().__init__("webhook-rate")
+
+    def book(
+        self, webhook_id: str, wanted: int, per_minute: int | None
+    ) -> tuple[list[float], float]:
+        return self._book(webhook_id, wanted, (per_minute or 0) / 60)

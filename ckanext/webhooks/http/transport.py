@@ -67,10 +67,16 @@ class Outcome:
     body: bytes = b""
     retry_after: float | None = None
     body_withheld: bool = False  # an exempt receiver's answer is never kept
+    fields: dict[bytes, bytes] = dataclasses.field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return self.status is not None and 200 <= self.status < 300
+
+    def header(self, name: str) -> str | None:
+        """A header of the answer (the last one, if repeated), or None."""
+        value = self.fields.get(name.lower().encode("latin-1"))
+        return None if value is None else value.decode("latin-1")
 
 
 class ConnectFailed(Exception):
@@ -106,10 +112,10 @@ def _describe(error: BaseException) -> str:
 
 
 @functools.lru_cache(maxsize=1024)  # about 0.6 MB at most
-def _route(url: str) -> tuple[tuple[str, str, int], str, bytes]:
+def _route(url: str, method: str = "POST") -> tuple[tuple[str, str, int], str, bytes]:
     """((scheme, host, port), path, request start) of ``url``, parsed once."""
     scheme, host, port, path = split_url(url)
-    start = request_start(path, host_and_port(scheme, host, port))
+    start = request_start(path, host_and_port(scheme, host, port), method)
     return (scheme, host, port), path, start
 
 
@@ -189,11 +195,11 @@ class Transport:
         self._loop = LoopThread("webhooks-send", on_start=self._fresh_loop_state)
 
     def submit(
-        self, url: str, body: bytes, headers: dict[str, str]
+        self, url: str, body: bytes, headers: dict[str, str], method: str = "POST"
     ) -> concurrent.futures.Future[Outcome]:
         """Send on the transport's own event loop; the future's result is the
         Outcome. Safe to call from any thread."""
-        return self._loop.submit(self._send_in_turn, url, body, headers)
+        return self._loop.submit(self._send_in_turn, url, body, headers, method)
 
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> Outcome:
         """One attempt, ended by the deadline if it is not over by then."""
@@ -214,23 +220,27 @@ class Transport:
         await asyncio.sleep(0)  # the aborted sockets close on this turn
 
     async def _send_in_turn(
-        self, url: str, body: bytes, headers: dict[str, str]
+        self, url: str, body: bytes, headers: dict[str, str], method: str
     ) -> Outcome:
         """``send`` once a slot is free (at most ``concurrency`` at a time)."""
         async with self._slots:
             self._sending += 1
             try:
-                return await self.send(url, body, headers)
+                return await self.send(url, body, headers, method)
             finally:
                 self._sending -= 1
 
-    async def send(self, url: str, body: bytes, headers: dict[str, str]) -> Outcome:
+    async def send(
+        self, url: str, body: bytes, headers: dict[str, str], method: str = "POST"
+    ) -> Outcome:
         """One attempt; every failure is an Outcome, never an exception."""
         started = time.perf_counter()
         outcome = Outcome()
         # asyncio.wait rather than asyncio.timeout (Python 3.11+): the same
         # cancellation at the deadline, on every Python CKAN runs on.
-        exchange = asyncio.ensure_future(self._exchange(url, body, headers, outcome))
+        exchange = asyncio.ensure_future(
+            self._exchange(url, body, headers, method, outcome)
+        )
         done, _ = await asyncio.wait({exchange}, timeout=self.timeout)
         if not done:
             exchange.cancel()  # its clean-up aborts the connection
@@ -246,10 +256,15 @@ class Transport:
         return outcome
 
     async def _exchange(
-        self, url: str, body: bytes, headers: dict[str, str], outcome: Outcome
+        self,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        method: str,
+        outcome: Outcome,
     ) -> None:
         target = await self._target(url)
-        request = request_bytes(_route(url)[2], headers, body)
+        request = request_bytes(_route(url, method)[2], headers, body)
         key = (target.scheme, target.ip, target.port, target.host)
         connection = self._pools.take(key)
         if connection is not None:
@@ -261,6 +276,7 @@ class Transport:
             connection = await self._connect(target)
             head = await connection.ask(request)
         outcome.status = head.status
+        outcome.fields = head.fields
         outcome.retry_after = _retry_after(head.text(b"retry-after"))
         try:
             answer = await read_body(connection.reader, head, self.max_response_bytes)

@@ -54,12 +54,12 @@ class NoAnswer(ConnectionError):
     """The connection ended before the first byte of an answer."""
 
 
-def request_start(path: str, host: str) -> bytes:
-    """The request line and ``Host`` header of a POST (the same for every
-    request to one URL, so callers may keep it)."""
+def request_start(path: str, host: str, method: str = "POST") -> bytes:
+    """The request line and ``Host`` header (the same for every request with
+    one method to one URL, so callers may keep it)."""
     if _UNSAFE_IN_TARGET.search(path):  # non-ASCII or control characters
         path = quote(path, safe=_SAFE_IN_TARGET)
-    return f"POST {path} HTTP/1.1\r\nHost: {host}\r\n".encode("ascii")
+    return f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n".encode("ascii")
 
 
 def request_bytes(start: bytes, headers: dict[str, str], body: bytes) -> bytes:

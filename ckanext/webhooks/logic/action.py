@@ -19,7 +19,8 @@ from ckan.lib.navl.dictization_functions import DataError
 from ckan.types import Context, DataDict, Schema
 
 from ckanext.webhooks import config as cfg
-from ckanext.webhooks import delivery, events, topics
+from ckanext.webhooks import delivery, events, leases, topics
+from ckanext.webhooks.delivery import consent
 from ckanext.webhooks.http import receiver_host
 from ckanext.webhooks.logic import auth, limits, schema
 from ckanext.webhooks.logic.dictization import attempt_dictize, webhook_dictize
@@ -31,20 +32,27 @@ from ckanext.webhooks.model import (
     make_secret,
     utcnow,
 )
-from ckanext.webhooks.vocabulary import EVENT_PREFIX, DeliveryStatus
+from ckanext.webhooks.vocabulary import (
+    EVENT_PREFIX,
+    UNVERIFIED_REASON,
+    DeliveryStatus,
+)
 
 __all__ = [
+    "webhook_consent",
     "webhook_create",
     "webhook_delete",
     "webhook_delivery_list",
     "webhook_event_publish",
     "webhook_list",
     "webhook_redeliver",
+    "webhook_renew",
     "webhook_rotate_secret",
     "webhook_show",
     "webhook_test",
     "webhook_topic_list",
     "webhook_update",
+    "webhook_verify",
 ]
 
 
@@ -89,22 +97,32 @@ def webhook_create(context: Context, data_dict: DataDict) -> str:
     :param address: the http(s) URL that receives the POSTs
     :param dataset: only events of this dataset (id or name), optional
     :param organization: only events of this organization's datasets, optional
+    :param rate_limit: at most this many deliveries per minute, optional
+
+    Where ``ckanext.webhooks.verification`` requires it, nothing is sent
+    until the receiver consents: a worker asks it at once
+    (``webhook_show`` gives ``verification``; ``webhook_verify`` asks now).
     """
     tk.check_access("webhook_create", context, data_dict)
     data = _validated(context, data_dict, schema.webhook_create_schema)
     user = auth.caller(context)
+    now = utcnow()
     webhook = Webhook(
         topic=data["topic"],
         package_id=data.get("dataset"),
         organization_id=data.get("organization"),
         owner_id=user.id if user else None,
+        rate_limit=data.get("rate_limit"),
         active=True,
         failure_count=0,
-        created=utcnow(),
+        created=now,
+        renewed=now,
     )
     webhook.point_at(data["address"])
     limits.check_webhook_limits(context, webhook.receiver_host, exclude=None)
     model.Session.add(webhook)
+    if consent.required(webhook):
+        events.wake_workers_after_commit()  # for the handshake
     _commit(context)
     return webhook.id
 
@@ -118,11 +136,13 @@ def webhook_show(context: Context, data_dict: DataDict) -> dict[str, Any]:
 
 
 def webhook_update(context: Context, data_dict: DataDict) -> dict[str, Any]:
-    """Change ``address``, ``topic``, ``dataset``, ``organization`` or ``active``.
+    """Change ``address``, ``topic``, ``dataset``, ``organization``,
+    ``rate_limit`` (empty: none) or ``active``.
 
     Setting ``active`` to true re-enables a disabled webhook and resets its
     failure count (an anonymous webhook whose receiver answered 410 Gone only
-    by a sysadmin). The result carries no secret: ``webhook_show`` has it.
+    by a sysadmin). A new address must be verified again where verification
+    is required. The result carries no secret: ``webhook_show`` has it.
     """
     tk.check_access("webhook_update", context, data_dict)
     data = _validated(context, data_dict, schema.webhook_update_schema)
@@ -140,6 +160,7 @@ def webhook_update(context: Context, data_dict: DataDict) -> dict[str, Any]:
         ("topic", "topic"),
         ("dataset", "package_id"),
         ("organization", "organization_id"),
+        ("rate_limit", "rate_limit"),
     ):
         if field in data:
             setattr(webhook, column, data[field])
@@ -147,6 +168,8 @@ def webhook_update(context: Context, data_dict: DataDict) -> dict[str, Any]:
         webhook.point_at(data["address"])
     if switching:
         _set_active(webhook, data["active"])
+    if (moving or switching) and webhook.active and consent.required(webhook):
+        events.wake_workers_after_commit()  # for the handshake
     _commit(context)
     return webhook_dictize(webhook)
 
@@ -169,6 +192,8 @@ def _check_not_gone(context: Context, webhook: Webhook, field: str) -> None:
 def _set_active(webhook: Webhook, active: bool) -> None:
     webhook.active = active
     if active:
+        if webhook.disabled_reason == UNVERIFIED_REASON:
+            webhook.point_at(webhook.address)  # a new time to consent
         webhook.failure_count = 0
         webhook.disabled_at = None
         webhook.disabled_reason = None
@@ -297,6 +322,18 @@ def webhook_test(context: Context, data_dict: DataDict) -> dict[str, Any]:
     data = _validated(context, data_dict, schema.webhook_id_schema)
     webhook = _webhook(context, data["id"])
     _check_not_gone(context, webhook, "id")
+    if consent.required(webhook) and webhook.verified_at is None:
+        raise tk.ValidationError(
+            {
+                "id": [
+                    tk._(
+                        "The receiver has not consented to deliveries yet: "
+                        "nothing is sent to it until it does (webhook_verify "
+                        "asks it now)"
+                    )
+                ]
+            }
+        )
     limits.check_send_allowance(context, [webhook.id])
     event_id, outcome = delivery.ping(webhook, commit=not context.get("defer_commit"))
     return {
@@ -306,6 +343,70 @@ def webhook_test(context: Context, data_dict: DataDict) -> dict[str, Any]:
         "error": outcome.error,
         "event_id": event_id,
     }
+
+
+def webhook_verify(context: Context, data_dict: DataDict) -> dict[str, Any]:
+    """Ask the receiver of webhook ``id`` for its consent now; return the outcome.
+
+    The CloudEvents abuse-protection handshake: an ``OPTIONS`` request that
+    the receiver grants with ``WebHook-Allowed-Origin`` (and may limit with
+    ``WebHook-Allowed-Rate``), or later through the callback URL it is
+    given. Bounded by ``ckanext.webhooks.timeout``, and counted with
+    ``webhook_test`` in ``ckanext.webhooks.max_tests_per_minute``.
+    """
+    tk.check_access("webhook_verify", context, data_dict)
+    data = _validated(context, data_dict, schema.webhook_id_schema)
+    webhook = _webhook(context, data["id"])
+    _check_not_gone(context, webhook, "id")
+    limits.check_send_allowance(context, [webhook.id])
+    answer = consent.handshake_now(webhook)
+    if answer.granted:
+        events.wake_workers_after_commit()  # deliveries held for it can go
+    _commit(context)
+    return {
+        "verified": webhook.verified_at is not None,
+        "verified_at": webhook_dictize(webhook)["verified_at"],
+        "allowed_rate": webhook.allowed_rate,
+        "status_code": answer.status,
+        "error": answer.reason,
+        "waiting_for_callback": answer.waiting,
+    }
+
+
+def webhook_consent(context: Context, data_dict: DataDict) -> dict[str, Any]:
+    """A receiver's consent given through its callback URL
+    (``WebHook-Request-Callback``; the URL calls this action).
+
+    :param id: the webhook's id, as in the callback URL
+    :param token: the token of the callback URL
+    :param allowed_rate: optional, the receiver's ceiling in deliveries per
+        minute (its ``WebHook-Allowed-Rate``), or ``*``
+
+    Anything but the right token of a verification under way is reported as
+    not found.
+    """
+    tk.check_access("webhook_consent", context, data_dict)
+    data = _validated(context, data_dict, schema.webhook_consent_schema)
+    if not consent.accept_callback(data["id"], data["token"], data.get("allowed_rate")):
+        model.Session.rollback()
+        raise tk.ObjectNotFound(tk._("Not found"))
+    events.wake_workers_after_commit()  # deliveries held for it can go
+    _commit(context)
+    return {"verified": True}
+
+
+def webhook_renew(context: Context, data_dict: DataDict) -> dict[str, Any]:
+    """Renew the lease of the anonymous webhook ``id``
+    (``ckanext.webhooks.anonymous_lease_days``); returns the webhook, whose
+    ``expires`` says until when. A webhook disabled because its lease ran
+    out is enabled again. Webhooks with an owner never expire.
+    """
+    tk.check_access("webhook_renew", context, data_dict)
+    data = _validated(context, data_dict, schema.webhook_id_schema)
+    webhook = _webhook(context, data["id"])
+    leases.renew(webhook, utcnow())
+    _commit(context)
+    return webhook_dictize(webhook)
 
 
 def webhook_rotate_secret(context: Context, data_dict: DataDict) -> dict[str, Any]:

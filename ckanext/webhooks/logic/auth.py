@@ -25,17 +25,20 @@ from ckanext.webhooks.model import Webhook
 from ckanext.webhooks.vocabulary import GONE_REASON
 
 __all__ = [
+    "webhook_consent",
     "webhook_create",
     "webhook_delete",
     "webhook_delivery_list",
     "webhook_event_publish",
     "webhook_list",
     "webhook_redeliver",
+    "webhook_renew",
     "webhook_rotate_secret",
     "webhook_show",
     "webhook_test",
     "webhook_topic_list",
     "webhook_update",
+    "webhook_verify",
 ]
 
 _ROLES = {"editor": ("admin", "editor"), "admin": ("admin",)}
@@ -194,6 +197,16 @@ def webhook_test(context: Context, data_dict: DataDict) -> AuthResult:
 
 
 @tk.auth_allow_anonymous_access
+def webhook_verify(context: Context, data_dict: DataDict) -> AuthResult:
+    return _control(context, data_dict)
+
+
+@tk.auth_allow_anonymous_access
+def webhook_renew(context: Context, data_dict: DataDict) -> AuthResult:
+    return _control(context, data_dict)
+
+
+@tk.auth_allow_anonymous_access
 def webhook_rotate_secret(context: Context, data_dict: DataDict) -> AuthResult:
     return _control(context, data_dict)
 
@@ -212,6 +225,13 @@ def webhook_list(context: Context, data_dict: DataDict) -> AuthResult:
     if caller(context) is None:
         return {"success": False, "msg": tk._("Log in to list your webhooks")}
     return meets_minimum_auth(context)
+
+
+@tk.auth_allow_anonymous_access
+def webhook_consent(context: Context, data_dict: DataDict) -> AuthResult:
+    # A receiver is no user of the site: the callback token it was sent is
+    # its proof, checked by the action whatever minimum_auth says.
+    return {"success": True}
 
 
 @tk.auth_allow_anonymous_access

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ckanext.webhooks import leases
+from ckanext.webhooks.delivery import consent
 from ckanext.webhooks.model import Webhook, WebhookAttempt
 from ckanext.webhooks.vocabulary import isoformat
 
@@ -32,6 +34,13 @@ def webhook_dictize(webhook: Webhook, *, with_secret: bool = False) -> dict[str,
         "failure_count": webhook.failure_count,
         "last_delivery_at": isoformat(webhook.last_delivery_at),
         "last_delivery_status": webhook.last_delivery_status,
+        "verified": webhook.verified_at is not None,
+        "verified_at": isoformat(webhook.verified_at),
+        "verification": consent.state(webhook),
+        "verification_error": webhook.verification_error,
+        "allowed_rate": webhook.allowed_rate,
+        "rate_limit": webhook.rate_limit,
+        "expires": isoformat(leases.expires(webhook)),
     }
     if with_secret:
         data["secret"] = webhook.secret

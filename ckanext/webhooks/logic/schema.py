@@ -10,6 +10,7 @@ from ckan.types import Schema, Validator
 # rather than a webhook that silently matches everything.
 
 __all__ = [
+    "webhook_consent_schema",
     "webhook_create_schema",
     "webhook_delivery_list_schema",
     "webhook_event_publish_schema",
@@ -29,12 +30,15 @@ def webhook_create_schema(
     webhook_address: Validator,
     webhook_dataset: Validator,
     webhook_organization: Validator,
+    webhook_natural_number: Validator,
+    webhook_rate_limit: Validator,
     webhook_unknown_fields: Validator,
 ) -> Schema:
     return {
         "__extras": [webhook_unknown_fields],
         "__junk": [webhook_unknown_fields],
         "topic": [not_empty, webhook_string, not_empty, webhook_topic],
+        "rate_limit": [ignore_missing, webhook_natural_number, webhook_rate_limit],
         "address": [not_empty, webhook_string, not_empty, webhook_address],
         "dataset": [ignore_missing, webhook_string, ignore_missing, webhook_dataset],
         "organization": [
@@ -57,6 +61,8 @@ def webhook_update_schema(
     webhook_address: Validator,
     webhook_dataset: Validator,
     webhook_organization: Validator,
+    webhook_natural_number: Validator,
+    webhook_rate_limit: Validator,
 ) -> Schema:
     schema = webhook_create_schema()
     schema["id"] = [not_empty, webhook_string]
@@ -74,6 +80,12 @@ def webhook_update_schema(
         webhook_string,
         webhook_empty_to_none,
         webhook_organization,
+    ]
+    schema["rate_limit"] = [
+        ignore_missing,
+        webhook_empty_to_none,
+        webhook_natural_number,
+        webhook_rate_limit,
     ]
     schema["active"] = [ignore_missing, webhook_boolean]
     return schema
@@ -146,3 +158,19 @@ def webhook_redeliver_schema(
 
 def webhook_delivery_list_schema() -> Schema:
     return {**webhook_list_schema(), **webhook_id_schema()}
+
+
+@validator_args
+def webhook_consent_schema(
+    not_empty: Validator,
+    ignore_missing: Validator,
+    webhook_string: Validator,
+    webhook_unknown_fields: Validator,
+) -> Schema:
+    return {
+        "__extras": [webhook_unknown_fields],
+        "__junk": [webhook_unknown_fields],
+        "id": [not_empty, webhook_string],
+        "token": [not_empty, webhook_string],
+        "allowed_rate": [ignore_missing, webhook_string],
+    }

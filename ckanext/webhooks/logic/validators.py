@@ -24,6 +24,7 @@ __all__ = [
     "webhook_organization",
     "webhook_positive_number",
     "webhook_publishable_topic",
+    "webhook_rate_limit",
     "webhook_string",
     "webhook_topic",
     "webhook_unknown_fields",
@@ -173,6 +174,27 @@ def webhook_natural_number(key: Any, data: Any, errors: Any, context: Any) -> No
         errors[key].append(tk._("Must be at most {max}").format(max=MAX_PAGING_NUMBER))
         raise StopOnError
     data[key] = value
+
+
+MAX_RATE_PER_MINUTE = 1_000_000
+
+
+def webhook_rate_limit(key: Any, data: Any, errors: Any, context: Any) -> None:
+    """An owner's ceiling in deliveries per minute: a whole number, 1 or more
+    (after ``webhook_natural_number``)."""
+    value = data.get(key)
+    if value == 0:
+        errors[key].append(
+            tk._("Must be 1 or more deliveries per minute (leave it empty for none)")
+        )
+        raise StopOnError
+    if value > MAX_RATE_PER_MINUTE:
+        errors[key].append(
+            tk._("Must be at most {max} deliveries per minute").format(
+                max=MAX_RATE_PER_MINUTE
+            )
+        )
+        raise StopOnError
 
 
 def webhook_positive_number(value: Any) -> float:
