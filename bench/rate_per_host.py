@@ -1,10 +1,17 @@
-"""The per-host ceiling: how fast two workers together send to one receiver.
+"""Rate ceilings: how fast two workers together send to one receiver.
 
     python bench/rate_per_host.py [--rate 20] [--deliveries 600] [--workers 2]
+    python bench/rate_per_host.py --per webhook [--rate 20] [--deliveries 600]
 
-With ``ckanext.webhooks.max_rate_per_host = R``, two stock ``ckan jobs
-worker`` processes deliver ``--deliveries`` POSTs to one receiver host on
-127.0.0.1 (``--webhooks`` webhooks at their own paths, times as many events).
+``--per host`` (the default): with ``ckanext.webhooks.max_rate_per_host =
+R``, two stock ``ckan jobs worker`` processes deliver ``--deliveries`` POSTs
+to one receiver host on 127.0.0.1 (``--webhooks`` webhooks at their own
+paths, times as many events).
+
+``--per webhook``: one webhook, whose receiver negotiates R a second (``R x
+60`` per minute) in the consent handshake (``WebHook-Allowed-Rate``, with
+``ckanext.webhooks.verification = all``); the per-host ceiling is off.
+
 The receiver runs in this process and notes the arrival time of every
 request, so the figures are what the receiver saw:
 
@@ -47,9 +54,16 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\no
 
 class ArrivalLog:
     """A keep-alive HTTP/1.1 receiver (asyncio, in a thread of this process)
-    that notes when each POST arrived and under which (webhook-id, path)."""
+    that notes when each POST arrived and under which (webhook-id, path).
+    It consents to the ``OPTIONS`` handshake, allowing ``allowed_rate`` a
+    minute if given."""
 
-    def __init__(self) -> None:
+    def __init__(self, allowed_rate: int | None = None) -> None:
+        consent = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n"
+        consent += b"WebHook-Allowed-Origin: *\r\n"
+        if allowed_rate:
+            consent += b"WebHook-Allowed-Rate: %d\r\n" % allowed_rate
+        self.consent = consent + b"\r\n"
         self.times: list[float] = []
         self.keys: list[tuple[bytes, bytes]] = []
         self._lock = threading.Lock()
@@ -86,7 +100,10 @@ class ArrivalLog:
                         webhook_id = value.strip()
                 if length:
                     await reader.readexactly(length)
-                path = lines[0].split(b" ")[1]
+                method, path = lines[0].split(b" ")[:2]
+                if method == b"OPTIONS":
+                    writer.write(self.consent)
+                    continue
                 with self._lock:
                     self.times.append(arrived)
                     self.keys.append((webhook_id, path))
@@ -152,9 +169,11 @@ def wait_for(receiver: ArrivalLog, total: int, timeout: float) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    per_webhook = args.per == "webhook"
     ini = ini_with(
         **{
-            "ckanext.webhooks.max_rate_per_host": args.rate,
+            "ckanext.webhooks.max_rate_per_host": 0 if per_webhook else args.rate,
+            "ckanext.webhooks.verification": "all" if per_webhook else "none",
             "ckanext.webhooks.concurrency": 50,
         }
     )
@@ -164,7 +183,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     datasets = create_datasets(admin, 1)
     events = args.deliveries // args.webhooks
     total = events * args.webhooks
-    receiver = ArrivalLog()
+    receiver = ArrivalLog(allowed_rate=args.rate * 60 if per_webhook else None)
     try:
         insert_webhooks(
             [
@@ -219,7 +238,10 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> bool:
         f"deliveries to one host, {args.workers} workers "
         f"({result['horses']} delivery jobs ran)"
     )
-    print(f"configured ckanext.webhooks.max_rate_per_host = {rate}/s")
+    if args.per == "webhook":
+        print(f"negotiated WebHook-Allowed-Rate = {rate * 60}/min ({rate}/s)")
+    else:
+        print(f"configured ckanext.webhooks.max_rate_per_host = {rate}/s")
     print("arrivals per second (from the first arrival):")
     scale = max(counts, default=1) or 1
     for second, count in enumerate(counts):
@@ -265,8 +287,13 @@ def main() -> None:
     parser.add_argument("--deliveries", type=int, default=600)
     parser.add_argument("--webhooks", type=int, default=60)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--per", choices=("host", "webhook"), default="host")
     args = parser.parse_args()
-    header("rate per host: two stock workers, one receiver host, a configured ceiling")
+    if args.per == "webhook":
+        args.webhooks = 1
+        header("rate per webhook: two stock workers, a receiver's negotiated rate")
+    else:
+        header("rate per host: two stock workers, one receiver host, a ceiling")
     result = run(args)
     met = report(args, result)
     raise SystemExit(0 if met else 1)

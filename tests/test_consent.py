@@ -113,9 +113,7 @@ class TestHandshake:
         assert show(hook)["verified"] is True
 
     @ANONYMOUS
-    def test_a_webhook_with_an_owner_needs_no_consent_under_anonymous(
-        self, receiver
-    ):
+    def test_a_webhook_with_an_owner_needs_no_consent_under_anonymous(self, receiver):
         user = factories.User()
         hook = helpers.call_action(
             "webhook_create",
@@ -155,7 +153,9 @@ REFUSALS = [
         id="other-origin",
     ),
     pytest.param(
-        Reply(200, headers={"WebHook-Allowed-Origin": "*", "WebHook-Allowed-Rate": "x"}),
+        Reply(
+            200, headers={"WebHook-Allowed-Origin": "*", "WebHook-Allowed-Rate": "x"}
+        ),
         "WebHook-Allowed-Rate",
         id="unreadable-rate",
     ),
@@ -310,9 +310,7 @@ class TestCallback:
 class TestTimeToConsent:
     @ANONYMOUS
     @pytest.mark.ckan_config("ckanext.webhooks.verification_hours", "24")
-    def test_no_consent_in_time_disables_it_and_verify_brings_it_back(
-        self, receiver
-    ):
+    def test_no_consent_in_time_disables_it_and_verify_brings_it_back(self, receiver):
         hook = anonymous(topic="dataset/create", address=receiver.url)
         factories.Dataset()
         deliver_pending()

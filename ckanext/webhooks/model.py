@@ -97,7 +97,12 @@ class Webhook(tk.BaseModel):
     allowed_rate = Column(Integer, nullable=True)
     rate_limit = Column(Integer, nullable=True)
     # Start of an anonymous webhook's lease (logic/leases.py).
-    renewed = Column(DateTime, nullable=False, default=utcnow)
+    renewed = Column(
+        DateTime,
+        nullable=False,
+        default=utcnow,
+        server_default=text("(now() AT TIME ZONE 'utc')"),
+    )
 
     def point_at(self, address: str) -> None:
         """Set the address and the receiver host that limits count; consent

@@ -40,6 +40,9 @@ __all__ = ["Deliverer", "transport_from_config"]
 RECORD_INTERVAL = 0.5  # seconds an outcome may wait to be written with others
 GIVE_WAY_CHECK = 1.0  # seconds between looks for other jobs on the queue
 HOUSEKEEPING_INTERVAL = 30.0  # seconds between looks for expired webhooks
+# A job waits for what a ceiling held back only if it is due this soon;
+# later (a webhook allowed a few a minute) it is the dispatcher's, as retries.
+MAX_REST = 5.0
 
 
 def transport_from_config() -> Transport:
@@ -198,7 +201,8 @@ class Deliverer:
             return
         self.stats["throttled"] += len(held)
         release(held, utcnow() + datetime.timedelta(seconds=next_free))
-        self._held_until = max(self._held_until, time.monotonic() + next_free)
+        if next_free <= MAX_REST:
+            self._held_until = max(self._held_until, time.monotonic() + next_free)
 
     def _start_due(self, inflight: dict) -> None:
         """Start timetabled sends that are due, as senders are free."""

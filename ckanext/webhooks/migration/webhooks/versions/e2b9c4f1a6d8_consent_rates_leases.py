@@ -19,6 +19,8 @@ down_revision = "d7f3b2a8e4c1"
 branch_labels = None
 depends_on = None
 
+UTC_NOW = "(now() AT TIME ZONE 'utc')"  # the model's times are naive UTC
+
 
 def upgrade():
     op.add_column("webhook", sa.Column("verified_at", sa.DateTime))
@@ -35,7 +37,9 @@ def upgrade():
     op.add_column("webhook", sa.Column("rate_limit", sa.Integer))
     op.add_column("webhook", sa.Column("renewed", sa.DateTime))
     op.execute("UPDATE webhook SET renewed = created")
-    op.alter_column("webhook", "renewed", nullable=False)
+    op.alter_column(
+        "webhook", "renewed", nullable=False, server_default=sa.text(UTC_NOW)
+    )
     op.create_index(
         "ix_webhook_awaiting_consent",
         "webhook",
