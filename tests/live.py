@@ -26,8 +26,9 @@ STARTUP_DEADLINE = 90
 class LiveSite:
     """``ckan run`` on a free port, sharing the test database and Redis."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, options: dict[str, str] | None = None) -> None:
         self.workdir = workdir
+        self.options = options or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ini = workdir / "live.ini"
@@ -69,6 +70,7 @@ class LiveSite:
                 "sqlalchemy.url": tk.config["sqlalchemy.url"],
                 "ckan.redis.url": tk.config["ckan.redis.url"],
                 "ckan.storage_path": str(self.workdir / "storage"),
+                **self.options,
             }
         )
         with self.ini.open("w") as out:
@@ -110,8 +112,12 @@ class LiveSite:
 
 
 @pytest.fixture
-def live_site(tmp_path: Path) -> Iterator[LiveSite]:
-    site = LiveSite(tmp_path)
+def live_site(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LiveSite]:
+    """A live site; ``@pytest.mark.live_config(option=value)`` sets options."""
+    marker = request.node.get_closest_marker("live_config")
+    site = LiveSite(
+        tmp_path, {k: str(v) for k, v in (marker.kwargs if marker else {}).items()}
+    )
     try:
         yield site.start()
     finally:

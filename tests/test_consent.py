@@ -14,10 +14,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import ckan.model as model
+import ckanapi
 import pytest
 from ckan.plugins import toolkit as tk
 from ckan.tests import factories, helpers
 from sqlalchemy import text
+from standardwebhooks import Webhook as StandardWebhook
 
 from ckanext.webhooks.delivery import deliver_pending, dispatch
 from ckanext.webhooks.model import Webhook
@@ -404,3 +406,66 @@ class TestWhoMayVerify:
         helpers.call_action("webhook_verify", id=hook)
         assert app.get(callback_path(receiver)).status_code == 200
         assert show(hook)["verified"] is True
+
+
+@pytest.mark.ckan_config("ckan.plugins", "webhooks")
+@pytest.mark.live_config(
+    **{
+        "ckanext.webhooks.verification": "anonymous",
+        "ckanext.webhooks.anonymous_lease_days": "30",
+        "ckanext.webhooks.max_tests_per_minute": "0",
+    }
+)
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+def test_the_whole_flow_through_ckanapi_against_a_live_site(live_site, receiver):
+    """Anonymous creation with ckanapi, the handshake made by a stock worker,
+    consent by callback to the live site, then the held delivery, signed."""
+    admin = factories.Sysadmin()
+    token = factories.APIToken(user=admin["name"])["token"]
+    ckan = ckanapi.RemoteCKAN(live_site.url, apikey=token)
+    anonymous = ckanapi.RemoteCKAN(live_site.url)
+    origin = urlsplit(live_site.url).netloc
+
+    receiver.consent_by_callback(rate="600")
+    hook = anonymous.action.webhook_create(
+        topic="dataset/create", address=f"{receiver.url}/cb"
+    )
+    shown = anonymous.action.webhook_show(id=hook)
+    assert shown["verification"] == "pending" and shown["expires"]
+    with Receiver() as refusing:  # answers OPTIONS with 405: no consent
+        other = anonymous.action.webhook_create(
+            topic="dataset/create", address=refusing.url
+        )
+        dataset = ckan.action.package_create(name="rivers", title="Rivers")
+        live_site.run_worker()  # the handshakes; nothing may be POSTed yet
+        assert receiver.wait_for_callbacks(1, timeout=30)
+        assert receiver.callbacks == [200]
+        asked = receiver.handshakes[0].headers
+        assert asked["WebHook-Request-Origin"] == origin
+        assert asked["WebHook-Request-Callback"].startswith(
+            f"{live_site.url}/webhooks/consent/{hook}/"
+        )
+        assert refusing.received == []
+        shown = anonymous.action.webhook_show(id=hook)
+        assert shown["verified"] is True and shown["allowed_rate"] == 600
+        # Consent queued a job (the same burst may have run it already): the
+        # held delivery goes, after the handshake.
+        live_site.run_worker()
+        assert receiver.wait_for(1, timeout=30)
+        assert receiver.received[0].at > receiver.handshakes[0].at
+        got = receiver.received[0]
+        assert got.headers["Origin"] == origin
+        payload = StandardWebhook(shown["secret"]).verify(got.body, got.headers)
+        assert payload["entity"]["id"] == dataset["id"]
+
+        refused = anonymous.action.webhook_verify(id=other)
+        assert refused["verified"] is False
+        assert "answered 405" in refused["error"]
+        assert refusing.received == []
+        with pytest.raises(ckanapi.ValidationError) as raised:
+            anonymous.action.webhook_test(id=other)
+        assert "id" in raised.value.error_dict
+    renewed = anonymous.action.webhook_renew(id=hook)
+    assert renewed["expires"] >= shown["expires"]
+    with pytest.raises(ckanapi.NotFound):
+        anonymous.action.webhook_consent(id=hook, token="guess")
