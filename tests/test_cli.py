@@ -127,3 +127,27 @@ def test_a_malformed_allowed_hosts_entry_stops_ckan_at_start_up():
     result = site.ckan("webhooks", "--help", check=False)
     assert result.returncode != 0
     assert "allowed_hosts entry '10.0.0.0/8:99' is malformed" in result.stderr
+
+
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+class TestConsentAndLeaseCommands:
+    @pytest.mark.ckan_config("ckanext.webhooks.verification", "anonymous")
+    def test_verify_asks_now_and_exits_by_the_answer(self, cli, receiver):
+        hook_id = run(cli, "create", "*", receiver.url).output.strip()
+        refused = run(cli, "verify", hook_id)
+        assert refused.exit_code == 1
+        assert "answered 405" in json.loads(refused.output)["error"]
+        receiver.consent(rate="90")
+        granted = run(cli, "verify", hook_id)
+        assert granted.exit_code == 0, granted.output
+        assert json.loads(granted.output)["allowed_rate"] == 90
+        assert len(receiver.handshakes) == 2 and receiver.received == []
+
+    @pytest.mark.ckan_config("ckanext.webhooks.anonymous_lease_days", "30")
+    def test_renew_prints_the_new_expiry(self, cli, receiver):
+        hook_id = run(cli, "create", "*", receiver.url).output.strip()
+        result = run(cli, "renew", hook_id)
+        assert result.exit_code == 0
+        expires = helpers.call_action("webhook_show", id=hook_id)["expires"]
+        assert result.output.strip() == f"{hook_id} expires {expires}"
+        assert run(cli, "renew", "no-such-webhook").exit_code == 1

@@ -469,3 +469,67 @@ def test_the_whole_flow_through_ckanapi_against_a_live_site(live_site, receiver)
     assert renewed["expires"] >= shown["expires"]
     with pytest.raises(ckanapi.NotFound):
         anonymous.action.webhook_consent(id=hook, token="guess")
+
+
+def _readme_receiver(marker: str) -> dict[str, Any]:
+    """The README's receiver snippet holding ``marker``, run as written
+    (subscribed to this test site), without its last line (which serves)."""
+    from docutils import nodes
+
+    from tests.test_docs import README, doctree
+
+    blocks = [node.astext() for node in doctree(README).findall(nodes.literal_block)]
+    (code,) = [block for block in blocks if marker in block]
+    code = code.replace('"data.example.org"', f'"{SITE_ORIGIN}"')
+    if code.rstrip().endswith(".serve_forever()"):
+        code = code.rstrip().rsplit("\n", 1)[0]
+    namespace: dict[str, Any] = {"__name__": "readme_receiver"}
+    exec(compile(code, "README.rst", "exec"), namespace)
+    return namespace
+
+
+@pytest.fixture
+def readme_receivers():
+    """The README's two receivers, served on 127.0.0.1: their addresses."""
+    import threading
+    from http.server import HTTPServer
+
+    from werkzeug.serving import make_server
+
+    plain = HTTPServer(("127.0.0.1", 0), _readme_receiver("do_OPTIONS")["Receiver"])
+    flask = make_server("127.0.0.1", 0, _readme_receiver("@app.route")["app"])
+    servers = [plain, flask]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield {
+        "plain": f"http://127.0.0.1:{plain.server_address[1]}/",
+        "flask": f"http://127.0.0.1:{flask.server_port}/ckan-events",
+    }
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@NO_SEND_LIMIT
+@ANONYMOUS
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+@pytest.mark.parametrize("kind", ["plain", "flask"])
+def test_the_readme_receivers_consent_and_receive(readme_receivers, kind):
+    hook = anonymous(topic="dataset/create", address=readme_receivers[kind])
+    result = helpers.call_action("webhook_verify", id=hook)
+    assert result["verified"] is True and result["allowed_rate"] == 120
+    factories.Dataset()
+    deliver_pending()
+    (entry,) = helpers.call_action("webhook_delivery_list", id=hook)
+    assert entry["status_code"] == 204 and entry["outcome"] == "success"
+
+
+@NO_SEND_LIMIT
+@ANONYMOUS
+@pytest.mark.ckan_config("ckan.site_url", "http://someone-else.example")
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+@pytest.mark.parametrize("kind", ["plain", "flask"])
+def test_the_readme_receivers_refuse_another_site(readme_receivers, kind):
+    hook = anonymous(topic="dataset/create", address=readme_receivers[kind])
+    result = helpers.call_action("webhook_verify", id=hook)
+    assert result["verified"] is False and result["status_code"] == 403

@@ -359,3 +359,45 @@ class TestDatasetPage:
         dataset = factories.Dataset()
         body = browser.get(f"/dataset/{dataset['name']}").body
         assert "Get notified of changes" not in body
+
+
+@pytest.mark.ckan_config("ckan.plugins", "webhooks")
+@pytest.mark.ckan_config("ckanext.webhooks.verification", "all")
+@pytest.mark.ckan_config("ckanext.webhooks.max_tests_per_minute", 0)
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+class TestConsentOnThePage:
+    def test_the_state_and_verify_now(self, browser, user, receiver):
+        hook = create_webhook(user, address=receiver.url, rate_limit=30)
+        page = f"/webhooks/{hook}"
+        body = browser.get(page).body
+        state = body.split('id="webhook-verification"')[1].split("</dd>")[0]
+        assert "waiting for consent" in state
+        assert 'id="verify-now"' in body
+        assert "at most 30 a minute" in body.split('id="webhook-rate"')[1]
+        response = browser.submit(page, f"{page}/verify", {}, follow_redirects=True)
+        assert "The receiver did not consent: answered 405" in response.body
+        receiver.consent(rate="12")
+        response = browser.submit(page, f"{page}/verify", {}, follow_redirects=True)
+        assert "The receiver consents" in response.body
+        state = response.body.split('id="webhook-verification"')[1].split("</dd>")[0]
+        assert ">verified<" in state
+        assert 'id="verify-now"' not in response.body
+        assert "the receiver allows 12 a minute" in response.body
+        assert receiver.received == []  # a handshake is no delivery
+
+    @pytest.mark.ckan_config("ckanext.webhooks.anonymous_lease_days", 30)
+    def test_an_anonymous_webhook_shows_its_expiry_and_renews(self, anonymous):
+        hook = create_webhook(None)
+        page = f"/webhooks/{hook}"
+        assert 'id="webhook-expires"' in anonymous.get(page).body
+        response = anonymous.submit(page, f"{page}/renew", {}, follow_redirects=True)
+        assert "Webhook renewed." in response.body
+
+    def test_the_create_form_takes_a_rate_limit(self, browser):
+        response = browser.submit(
+            "/webhooks/new",
+            "/webhooks/new",
+            {"topic": "*", "address": "http://127.0.0.1:9/x", "rate_limit": "0"},
+        )
+        assert "Must be 1 or more deliveries per minute" in response.body
+        assert 'id="field-rate-limit"' in response.body
