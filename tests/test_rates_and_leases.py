@@ -122,6 +122,29 @@ class TestDeliveriesOverTheRateWait:
         model.Session.commit()
         assert pending == 2  # the slow one's, waiting for its minute
 
+    @pytest.mark.ckan_config("ckanext.webhooks.max_rate_per_host", 0)
+    def test_a_held_queue_is_spaced_by_the_rate_not_churned(self, receiver):
+        """What waits for a slow ceiling falls due one slot apart, so the
+        next job does not claim and give back the whole queue each time."""
+        create(topic="dataset/create", address=receiver.url, rate_limit=2)
+        for _ in range(4):
+            factories.Dataset()
+        deliver_pending()
+        assert len(receiver.received) == 1
+        due = [
+            row[0]
+            for row in model.Session.execute(
+                text(
+                    "SELECT next_attempt_at FROM webhook_delivery "
+                    "WHERE status = 'pending' ORDER BY next_attempt_at"
+                )
+            )
+        ]
+        model.Session.commit()
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(due)]
+        assert gaps == [pytest.approx(30, abs=0.01)] * 2
+        assert deliver_pending()["sent"] == 0  # none due yet: none claimed
+
 
 @pytest.mark.usefixtures("with_plugins", "clean_db")
 class TestLeases:

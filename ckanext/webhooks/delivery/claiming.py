@@ -67,10 +67,12 @@ def _claim_statement(due: str) -> TextClause:
 # rate limit, which wait rather than being dropped.
 _RELEASE = text(
     """
-    UPDATE webhook_delivery
-    SET lease_until = NULL, attempts = attempts - 1,
-        next_attempt_at = :not_before, updated = :now
-    WHERE id = ANY(CAST(:ids AS bigint[]))
+    UPDATE webhook_delivery d
+    SET lease_until = NULL, attempts = d.attempts - 1,
+        next_attempt_at = u.not_before, updated = :now
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:not_before AS timestamp[]))
+        AS u(id, not_before)
+    WHERE d.id = u.id
     """
 )
 
@@ -118,15 +120,20 @@ def claim_due(limit: int, lease: datetime.timedelta) -> list[Claim]:
     ]
 
 
-def release(claims: list[Claim], not_before: datetime.datetime) -> None:
-    """Give claimed deliveries back, unattempted, due again at ``not_before``."""
+def release(
+    claims: list[Claim], not_before: datetime.datetime, spacing: float = 0.0
+) -> None:
+    """Give claimed deliveries back, unattempted, due again at ``not_before``,
+    each ``spacing`` seconds after the one before: a long queue held back by a
+    slow ceiling is then not claimed and given back whole at every slot."""
     if not claims:
         return
+    step = datetime.timedelta(seconds=spacing)
     model.Session.execute(
         _RELEASE,
         {
             "ids": [c.delivery_id for c in claims],
-            "not_before": not_before,
+            "not_before": [not_before + n * step for n in range(len(claims))],
             "now": utcnow(),
         },
     )

@@ -84,6 +84,7 @@ class Deliverer:
         # One that starts later than this after its slot gives the slot up
         # and goes back to the queue: catching up would be a burst.
         rate = cfg.max_rate_per_host()
+        self._host_interval = 1.0 / rate if rate else 0.0
         self._min_gap = 0.5 / rate if rate else 0.0
         self._too_late = max(1.0 / rate, 0.1) if rate else 0.0
         self._last_start: dict[str, float] = {}
@@ -177,7 +178,8 @@ class Deliverer:
             rate = items[0].claim.webhook.rate_per_minute
             delays, next_free = self.webhook_throttle.book(webhook_id, len(items), rate)
             admitted += zip(delays, items, strict=False)
-            self._hold([prepared.claim for prepared in items[len(delays) :]], next_free)
+            held = [prepared.claim for prepared in items[len(delays) :]]
+            self._hold(held, next_free, spacing=60 / rate)
         return admitted
 
     def _timetable_by_host(self, ready: list[Prepared]) -> None:
@@ -193,16 +195,18 @@ class Deliverer:
                 entry = (now + max(delay, earliest), next(self._tiebreak), prepared)
                 heapq.heappush(self._timetable, entry)
             held = [prepared.claim for _, prepared in items[len(delays) :]]
-            self._hold(held, next_free)
+            self._hold(held, next_free, spacing=self._host_interval)
 
-    def _hold(self, held: list[Claim], next_free: float) -> None:
-        """Back to the queue, due when the next sending slot frees."""
+    def _hold(self, held: list[Claim], next_free: float, spacing: float) -> None:
+        """Back to the queue, due from when the next sending slot frees, one
+        slot apart."""
         if not held:
             return
         self.stats["throttled"] += len(held)
-        release(held, utcnow() + datetime.timedelta(seconds=next_free))
-        if next_free <= MAX_REST:
-            self._held_until = max(self._held_until, time.monotonic() + next_free)
+        release(held, utcnow() + datetime.timedelta(seconds=next_free), spacing)
+        if next_free <= MAX_REST:  # this job sends them, as they fall due
+            last = time.monotonic() + next_free + (len(held) - 1) * spacing
+            self._held_until = max(self._held_until, last)
 
     def _start_due(self, inflight: dict) -> None:
         """Start timetabled sends that are due, as senders are free."""
