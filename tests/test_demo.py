@@ -21,11 +21,15 @@ pytestmark = pytest.mark.demo
 
 
 def test_demo_once_prints_a_verified_event_and_cleans_up(tmp_path):
+    from ckan.plugins import toolkit as tk
+
+    # Named after this run's test database: not the demo's default, so that a
+    # demo someone left running is untouched, and not another test run's.
+    test_db = tk.config["sqlalchemy.url"].rsplit("/", 1)[1].split("?")[0]
     env = {
         **os.environ,
         "WEBHOOKS_DEMO_DIR": str(tmp_path / "demo-site"),
-        # Not the defaults, so that a demo someone left running is untouched.
-        "WEBHOOKS_DEMO_DB": "ckan_webhooks_demo_test",
+        "WEBHOOKS_DEMO_DB": f"{test_db}_demo"[:63],
         "WEBHOOKS_DEMO_REDIS_DB": "12",
     }
     done = subprocess.run(

@@ -1,7 +1,9 @@
 """How CKAN actions map to webhook topics (the table in README.rst)."""
 
+import ckan.model as model
 import pytest
 from ckan.tests import factories, helpers
+from sqlalchemy import text
 
 from tests.helpers import events
 
@@ -112,10 +114,15 @@ class TestTopicMapping:
 
 
 @pytest.mark.usefixtures("with_plugins", "clean_db")
-class TestRecordingOnlyWhatCanMatch:
-    def test_no_webhooks_no_events(self):
-        factories.Dataset()
+class TestWakingOnlyForWhatCanMatch:
+    def test_no_webhooks_no_work_but_the_feed_keeps_it(self):
+        dataset = factories.Dataset()
         assert events() == []
+        kept = model.Session.execute(
+            text("SELECT topic, entity_id, expanded FROM webhook_event")
+        ).all()
+        model.Session.commit()
+        assert [tuple(row) for row in kept] == [("dataset/create", dataset["id"], True)]
 
     def test_dataset_filter(self, receiver):
         followed, other = factories.Dataset(), factories.Dataset()

@@ -88,7 +88,8 @@ class TestCustomEvents:
             topic="custom/x",
             data={"k": "v"},
         )
-        assert result["queued"] is False  # nobody subscribes: nothing stored
+        assert result["queued"] is False  # nobody subscribes: nothing to send
+        assert result["id"].startswith("evt_")  # but the feed has it
 
     @pytest.mark.parametrize(
         ("data", "field"),

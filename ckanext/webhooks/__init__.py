@@ -10,7 +10,9 @@ except PackageNotFoundError:  # a checkout on sys.path that was never installed
 
 
 def publish(topic, data, *, dataset=None, organization=None):
-    """Publish a custom event (see ckanext.webhooks.events.publish)."""
+    """Publish a custom event (see ckanext.webhooks.events.publish); return
+    its id."""
     from ckanext.webhooks.events import publish as publish_event
 
-    return publish_event(topic, data, dataset=dataset, organization=organization)
+    event_id, _ = publish_event(topic, data, dataset=dataset, organization=organization)
+    return event_id

@@ -116,6 +116,25 @@ def verify(webhook_id: str) -> None:
 
 @webhooks.command()
 @click.argument("webhook_id")
+@click.option("--since", required=True, help="an ISO 8601 time or an event id")
+@click.option("--until", help="an ISO 8601 time or an event id (default: now)")
+def recover(webhook_id: str, since: str, until: str | None) -> None:
+    """Queue again the events a webhook missed since a time, in order."""
+    data = {"id": webhook_id, "since": since}
+    if until:
+        data["until"] = until
+    total = 0
+    while True:
+        result = _call("webhook_recover", data)
+        total += result["queued"]
+        if result["complete"]:
+            break
+        data["since"] = result["next"]
+    click.echo(f"{total} events queued for {webhook_id}")
+
+
+@webhooks.command()
+@click.argument("webhook_id")
 def renew(webhook_id: str) -> None:
     """Renew an anonymous webhook's lease; print when it now expires."""
     result = _call("webhook_renew", {"id": webhook_id})

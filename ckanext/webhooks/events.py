@@ -55,6 +55,8 @@ _TRACKED = {
     model.Group: ("state",),
 }
 
+# Every event is kept, for the feed and for recovery (``feed.py``); one that
+# no webhook wants now is born expanded, so no worker is woken for it.
 _INSERT_EVENT = text(
     f"""
     INSERT INTO webhook_event
@@ -63,8 +65,7 @@ _INSERT_EVENT = text(
          created, expanded)
     SELECT :id, :topic, :entity_type, :entity_id, :package_id,
            :organization_id, :previous_package_id, :previous_organization_id,
-           :private, :snapshot, :created, false
-    WHERE EXISTS ({
+           :private, :snapshot, :created, NOT EXISTS ({
         matching_webhooks_sql(
             topics="CAST(:subscriptions AS text[])",
             package_id=":package_id",
@@ -73,6 +74,7 @@ _INSERT_EVENT = text(
             previous_organization_id=":previous_organization_id",
         )
     })
+    RETURNING NOT expanded
     """
 )
 
@@ -216,8 +218,8 @@ def _first_time(session: Any, topic: str, entity_id: str, kind: str) -> bool:
     return True
 
 
-def _insert(session: Any, **event: Any) -> str | None:
-    """Write the event if some webhook could want it; return its id if so."""
+def _insert(session: Any, **event: Any) -> tuple[str, bool]:
+    """Write the event; return its id, and whether some webhook wants it."""
     event.setdefault("previous_package_id", None)
     event.setdefault("previous_organization_id", None)
     event_id = make_event_id()
@@ -228,7 +230,7 @@ def _insert(session: Any, **event: Any) -> str | None:
     # session's commit hooks (CKAN's notify among them) for the savepoint.
     session.execute(_SAVEPOINT)
     try:
-        result = session.execute(
+        wanted = session.execute(
             _INSERT_EVENT,
             {
                 "id": event_id,
@@ -236,17 +238,16 @@ def _insert(session: Any, **event: Any) -> str | None:
                 "subscriptions": topics.matching_subscriptions(event["topic"]),
                 **event,
             },
-        )
-        if result.rowcount and not session.info.get(_WAKE):
+        ).scalar()
+        if wanted and not session.info.get(_WAKE):
             session.execute(_NOTIFY)
     except Exception:
         session.execute(_ROLLBACK_TO_SAVEPOINT)
         raise
     session.execute(_RELEASE_SAVEPOINT)
-    if result.rowcount:
+    if wanted:
         session.info[_WAKE] = True
-        return event_id
-    return None
+    return event_id, bool(wanted)
 
 
 def record_change(entity: Any, operation: str) -> None:
@@ -346,15 +347,15 @@ def publish(
     *,
     dataset: str | None = None,
     organization: str | None = None,
-) -> str | None:
+) -> tuple[str, bool]:
     """Publish a custom event from Python, in the current transaction.
 
     It is sent (with the same signing, retries, log and access rules) only if
     the transaction commits. ``topic`` is ``custom/<name>`` or a topic an
     ``IWebhooks`` plugin declares; ``data`` is any JSON object, sent as the
     payload's ``entity``. With ``dataset`` (an id) the event reaches only
-    webhooks whose owner may read that dataset. Returns the event id, or
-    None when no webhook subscribes to the topic.
+    webhooks whose owner may read that dataset. Returns the event id, and
+    whether some webhook wants it now (the event feed has it either way).
     """
     if not topics.is_publishable(topic):
         raise ValueError(f"{topic!r} cannot be published as a custom event")

@@ -244,6 +244,26 @@ def verify(id: str) -> Any:
     return tk.redirect_to("webhooks.read", id=id)
 
 
+@webhooks.route("/<id>/recover", methods=["POST"])
+def recover(id: str) -> Any:
+    since = tk.request.form.get("since", "").strip()
+    result = _call_or_flash("webhook_recover", {"id": id, "since": since})
+    if result is not None:
+        more = (
+            ""
+            if result["complete"]
+            else " "
+            + tk._("There is more: recover again from the last event now queued.")
+        )
+        tk.h.flash_success(
+            tk._("{n} missed events are queued for delivery again.").format(
+                n=result["queued"]
+            )
+            + more
+        )
+    return tk.redirect_to("webhooks.read", id=id)
+
+
 @webhooks.route("/<id>/renew", methods=["POST"])
 def renew(id: str) -> Any:
     _call("webhook_renew", {"id": id})

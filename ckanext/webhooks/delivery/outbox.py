@@ -12,9 +12,12 @@ from sqlalchemy import text
 
 from ckanext.webhooks.matching import matching_webhooks_sql
 from ckanext.webhooks.model import utcnow
-from ckanext.webhooks.vocabulary import DeliveryStatus
+from ckanext.webhooks.vocabulary import PING, DeliveryStatus
 
-__all__ = ["expand_events"]
+__all__ = ["expand_events", "recover"]
+
+# The topics a subscription may name to receive an event of topic ``{topic}``.
+_SUBSCRIBED_BY = "ARRAY[{topic}, split_part({topic}, '/', 1) || '/*', '*']"
 
 _EXPAND = text(
     f"""
@@ -37,7 +40,7 @@ _EXPAND = text(
         FROM marked m
         CROSS JOIN LATERAL ({
         matching_webhooks_sql(
-            topics="ARRAY[m.topic, split_part(m.topic, '/', 1) || '/*', '*']",
+            topics=_SUBSCRIBED_BY.format(topic="m.topic"),
             package_id="m.package_id",
             previous_package_id="m.previous_package_id",
             organization_id="m.organization_id",
@@ -67,3 +70,66 @@ def expand_events(limit: int = 500) -> int:
         total += events
         if events < limit:
             return total
+
+
+# Queue again, for one webhook, the events of a window that match it and
+# that it has not received: no delivery yet (it was disabled, or did not
+# exist), or one that was given up or skipped. Delivered and pending ones are
+# left alone, so nothing goes twice. Due one microsecond apart, in event
+# order, so they are claimed in that order.
+_RECOVER = text(
+    f"""
+    WITH wanted AS (
+        SELECT e.id, e.sequence FROM webhook_event e, webhook w
+        WHERE w.id = :webhook AND e.sequence > :after AND e.sequence <= :upto
+          AND e.topic != :ping AND e.entity_type != 'webhook'
+          AND w.topic = ANY({_SUBSCRIBED_BY.format(topic="e.topic")})
+          AND (w.package_id IS NULL
+               OR w.package_id IN (e.package_id, e.previous_package_id))
+          AND (w.organization_id IS NULL
+               OR w.organization_id IN (e.organization_id,
+                                        e.previous_organization_id))
+        ORDER BY e.sequence
+        LIMIT :limit
+    ), queued AS (
+        INSERT INTO webhook_delivery AS d
+            (event_id, webhook_id, status, attempts, next_attempt_at,
+             created, updated)
+        SELECT id, :webhook, :pending, 0,
+               CAST(:now AS timestamp)
+                   + row_number() OVER (ORDER BY sequence)
+                     * interval '1 microsecond',
+               :now, :now
+        FROM wanted
+        ON CONFLICT ON CONSTRAINT uq_webhook_delivery DO UPDATE
+        SET status = :pending, attempts = 0, lease_until = NULL,
+            next_attempt_at = EXCLUDED.next_attempt_at, updated = :now
+        WHERE d.status IN (:failed, :skipped)
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM queued), (SELECT count(*) FROM wanted),
+           (SELECT max(sequence) FROM wanted)
+    """
+)
+
+
+def recover(webhook_id: str, after: int, upto: int, limit: int) -> tuple[int, int]:
+    """Queue ``webhook_id``'s missed events with positions in (after, upto],
+    at most ``limit`` of them looked at; (how many queued, the position up
+    to which it looked, ``upto`` when the window is done). In the caller's
+    transaction."""
+    queued, looked_at, last = model.Session.execute(
+        _RECOVER,
+        {
+            "webhook": webhook_id,
+            "after": after,
+            "upto": upto,
+            "limit": limit,
+            "now": utcnow(),
+            "ping": PING,
+            "pending": DeliveryStatus.PENDING.value,
+            "failed": DeliveryStatus.FAILED.value,
+            "skipped": DeliveryStatus.SKIPPED.value,
+        },
+    ).one()
+    return queued, (last if looked_at == limit else upto)

@@ -22,7 +22,7 @@ from ckanext.webhooks.logic.dictization import webhook_dictize
 from ckanext.webhooks.model import Webhook, WebhookEvent, utcnow
 from ckanext.webhooks.vocabulary import isoformat
 
-__all__ = ["render", "signing_secrets"]
+__all__ = ["event_body", "render", "signing_secrets"]
 
 
 def signing_secrets(webhook: Webhook, now: datetime.datetime) -> list[str]:
@@ -35,21 +35,26 @@ def signing_secrets(webhook: Webhook, now: datetime.datetime) -> list[str]:
     return secrets
 
 
-def render(
-    event: WebhookEvent, webhook: Webhook, entity: Any
-) -> tuple[bytes, dict[str, str]]:
-    """The body and headers of ``event`` for ``webhook``, ``entity`` as shown."""
-    payload = {
+def event_body(event: WebhookEvent, entity: Any) -> dict[str, Any]:
+    """What every delivery of ``event`` carries, and the event feed too."""
+    return {
         "id": event.id,
         "topic": event.topic,
         "type": event.topic,
         "timestamp": isoformat(event.created),
-        "sequence": event.sequence,
-        "webhook_id": webhook.id,
         "ckan": tk.config.get("ckan.site_url"),
         "entity_type": event.entity_type,
         "entity": entity,
     }
+
+
+def render(
+    event: WebhookEvent, webhook: Webhook, entity: Any
+) -> tuple[bytes, dict[str, str]]:
+    """The body and headers of ``event`` for ``webhook``, ``entity`` as shown."""
+    payload = event_body(event, entity)
+    payload["sequence"] = event.sequence
+    payload["webhook_id"] = webhook.id
     plugins = list(p.PluginImplementations(IWebhooks))
     if plugins:
         view = webhook_dictize(webhook)

@@ -19,8 +19,8 @@ from ckan.lib.navl.dictization_functions import DataError
 from ckan.types import Context, DataDict, Schema
 
 from ckanext.webhooks import config as cfg
-from ckanext.webhooks import delivery, events, leases, topics
-from ckanext.webhooks.delivery import consent
+from ckanext.webhooks import delivery, events, feed, leases, topics
+from ckanext.webhooks.delivery import consent, outbox
 from ckanext.webhooks.http import receiver_host
 from ckanext.webhooks.logic import auth, limits, schema
 from ckanext.webhooks.logic.dictization import attempt_dictize, webhook_dictize
@@ -43,8 +43,10 @@ __all__ = [
     "webhook_create",
     "webhook_delete",
     "webhook_delivery_list",
+    "webhook_event_list",
     "webhook_event_publish",
     "webhook_list",
+    "webhook_recover",
     "webhook_redeliver",
     "webhook_renew",
     "webhook_rotate_secret",
@@ -310,6 +312,101 @@ def webhook_redeliver(context: Context, data_dict: DataDict) -> dict[str, Any]:
     }
 
 
+@tk.side_effect_free
+def webhook_event_list(context: Context, data_dict: DataDict) -> dict[str, Any]:
+    """The events the caller may see, oldest first: ``{"items", "next", "more"}``.
+
+    :param since: where to start: the ``next`` of the previous page, an ISO
+        8601 time (events after it) or an event id (events after it);
+        default: the oldest event kept (``delivery_log_days``)
+    :param limit: at most this many items (default 100)
+    :param topic: a topic as subscriptions name them (``dataset/update``,
+        ``dataset/*``, ``*``)
+    :param dataset: only events of this dataset (id or name)
+    :param organization: only events of this organization's datasets
+
+    Each item is the body a delivery of the event would carry to a webhook
+    of the caller, without ``webhook_id`` and ``sequence``. A page may hold
+    fewer items than ``limit`` (events the caller may not see are passed
+    over, a bounded number per call); keep paging with ``next`` while
+    ``more`` is true, then poll with the last ``next`` now and then.
+    """
+    tk.check_access("webhook_event_list", context, data_dict)
+    data = _validated(context, data_dict, schema.webhook_event_list_schema)
+    user = auth.caller(context)
+    try:
+        page = feed.read(
+            user.id if user else None,
+            data.get("since"),
+            data.get("limit", 100),
+            topic=data.get("topic"),
+            dataset=data.get("dataset"),
+            organization=data.get("organization"),
+        )
+    except feed.BadCursor:
+        raise _bad_since("since") from None
+    return {"items": page.items, "next": page.next, "more": page.more}
+
+
+def _bad_since(field: str) -> tk.ValidationError:
+    return tk.ValidationError(
+        {
+            field: [
+                tk._(
+                    "Give the next cursor of a page, an ISO 8601 time "
+                    "(2026-11-23T10:00:00Z) or an event id (evt_...) that is "
+                    "still kept"
+                )
+            ]
+        }
+    )
+
+
+MAX_RECOVER = 10_000  # events one webhook_recover call looks at
+
+
+def webhook_recover(context: Context, data_dict: DataDict) -> dict[str, Any]:
+    """Queue again, for webhook ``id``, every event since ``since`` (and up to
+    ``until``) that matches it and that it has not received; returns
+    ``{"queued", "complete", "next"}``.
+
+    :param since: an ISO 8601 time, an event id or a feed cursor
+    :param until: optional, the same kinds; default: now
+
+    Events it missed while disabled, unverified or giving up, and events
+    from before it existed, go once more with their original ``webhook-id``,
+    in order; delivered ones do not go twice. Who may see each is decided at
+    sending, as always. At most 10,000 events are looked at per call: when
+    ``complete`` is false, call again with ``since`` set to ``next``.
+    """
+    tk.check_access("webhook_recover", context, data_dict)
+    data = _validated(context, data_dict, schema.webhook_recover_schema)
+    webhook = _webhook(context, data["id"])
+    if not webhook.active:
+        raise tk.ValidationError(
+            {"id": [tk._("The webhook is disabled: enable it, then recover")]}
+        )
+    limits.check_send_allowance(context, [webhook.id])
+    bounds = {}
+    for field in ("since", "until"):
+        if data.get(field):
+            try:
+                bounds[field] = feed.position_after(data[field])
+            except feed.BadCursor:
+                raise _bad_since(field) from None
+    upto = bounds.get("until", 2**63 - 1)
+    queued, reached = outbox.recover(webhook.id, bounds["since"], upto, MAX_RECOVER)
+    if queued:
+        events.wake_workers_after_commit()
+    _commit(context)
+    complete = reached >= upto
+    return {
+        "queued": queued,
+        "complete": complete,
+        "next": None if complete else feed.seal(reached),
+    }
+
+
 def webhook_test(context: Context, data_dict: DataDict) -> dict[str, Any]:
     """Send a ``webhook/ping`` event to webhook ``id`` now; return the outcome.
 
@@ -439,11 +536,11 @@ def webhook_event_publish(context: Context, data_dict: DataDict) -> dict[str, An
     """
     tk.check_access("webhook_event_publish", context, data_dict)
     data = _validated(context, data_dict, schema.webhook_event_publish_schema)
-    event_id = events.publish(
+    event_id, wanted = events.publish(
         data["topic"],
         data["data"],
         dataset=data.get("dataset"),
         organization=data.get("organization"),
     )
     _commit(context)
-    return {"id": event_id, "topic": data["topic"], "queued": event_id is not None}
+    return {"id": event_id, "topic": data["topic"], "queued": wanted}

@@ -29,8 +29,10 @@ __all__ = [
     "webhook_create",
     "webhook_delete",
     "webhook_delivery_list",
+    "webhook_event_list",
     "webhook_event_publish",
     "webhook_list",
+    "webhook_recover",
     "webhook_redeliver",
     "webhook_renew",
     "webhook_rotate_secret",
@@ -194,6 +196,18 @@ def webhook_delivery_list(context: Context, data_dict: DataDict) -> AuthResult:
 @tk.auth_allow_anonymous_access
 def webhook_test(context: Context, data_dict: DataDict) -> AuthResult:
     return _control(context, data_dict)
+
+
+@tk.auth_allow_anonymous_access
+def webhook_recover(context: Context, data_dict: DataDict) -> AuthResult:
+    return _control(context, data_dict)
+
+
+@tk.auth_allow_anonymous_access
+def webhook_event_list(context: Context, data_dict: DataDict) -> AuthResult:
+    # What each caller may see of the events is decided per event, as for
+    # deliveries (delivery/visibility.py).
+    return meets_minimum_auth(context)
 
 
 @tk.auth_allow_anonymous_access

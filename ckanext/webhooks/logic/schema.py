@@ -13,9 +13,11 @@ __all__ = [
     "webhook_consent_schema",
     "webhook_create_schema",
     "webhook_delivery_list_schema",
+    "webhook_event_list_schema",
     "webhook_event_publish_schema",
     "webhook_id_schema",
     "webhook_list_schema",
+    "webhook_recover_schema",
     "webhook_redeliver_schema",
     "webhook_update_schema",
 ]
@@ -173,4 +175,40 @@ def webhook_consent_schema(
         "id": [not_empty, webhook_string],
         "token": [not_empty, webhook_string],
         "allowed_rate": [ignore_missing, webhook_string],
+    }
+
+
+@validator_args
+def webhook_event_list_schema(
+    ignore_missing: Validator,
+    webhook_string: Validator,
+    webhook_topic: Validator,
+    webhook_unknown_fields: Validator,
+) -> Schema:
+    # Paging as for webhook_list; the filters as for a webhook's.
+    filters = webhook_create_schema()
+    return {
+        "__extras": [webhook_unknown_fields],
+        "__junk": [webhook_unknown_fields],
+        "since": [ignore_missing, webhook_string],
+        "limit": webhook_list_schema()["limit"],
+        "topic": [ignore_missing, webhook_string, ignore_missing, webhook_topic],
+        "dataset": filters["dataset"],
+        "organization": filters["organization"],
+    }
+
+
+@validator_args
+def webhook_recover_schema(
+    not_empty: Validator,
+    ignore_missing: Validator,
+    webhook_string: Validator,
+    webhook_unknown_fields: Validator,
+) -> Schema:
+    return {
+        "__extras": [webhook_unknown_fields],
+        "__junk": [webhook_unknown_fields],
+        "id": [not_empty, webhook_string],
+        "since": [not_empty, webhook_string],
+        "until": [ignore_missing, webhook_string],
     }

@@ -1,0 +1,177 @@
+"""The event feed: the events a caller may see, oldest first, page by page.
+
+What a receiver missed, or wants to check, it reads here (``webhook_event_list``)
+with the same ids as the deliveries' ``webhook-id``, so push and pull merge
+without duplicates. Each item is the body of a delivery to a webhook of the
+caller, minus what belongs to a webhook (``webhook_id``, ``sequence``), and
+what the caller may see is decided as for deliveries, when the feed is read
+(``delivery.visibility``, the caller in the owner's place).
+
+The cursor is sealed: it carries the site-wide position of the last event
+looked at, encrypted and authenticated under the site's ``SECRET_KEY``, so it
+does not tell how many hidden events lie between two visible ones. It stays
+valid while events arrive and while ``prune`` deletes old ones.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime
+import hashlib
+import hmac
+import secrets
+from typing import Any
+
+import ckan.model as model
+import ckan.plugins.toolkit as tk
+from sqlalchemy import text
+
+from ckanext.webhooks.delivery.payload import event_body
+from ckanext.webhooks.delivery.visibility import Hidden, ReaderClassViews
+from ckanext.webhooks.model import Webhook, WebhookEvent
+from ckanext.webhooks.vocabulary import EVENT_PREFIX, PING
+
+__all__ = ["BadCursor", "Page", "read", "seal", "unseal"]
+
+SCAN_FACTOR = 10  # events looked at per item asked for, at most
+_CURSOR_PREFIX = "cur_"
+
+
+class BadCursor(ValueError):
+    """``since`` is neither a cursor, a time nor a known event id."""
+
+
+def _key(purpose: bytes) -> bytes:
+    secret = str(tk.config.get("SECRET_KEY") or "").encode()
+    return hmac.new(
+        secret, b"ckanext-webhooks feed " + purpose, hashlib.sha256
+    ).digest()
+
+
+def seal(position: int) -> str:
+    """An opaque cursor for the site-wide event ``position``."""
+    nonce = secrets.token_bytes(8)
+    pad = hmac.new(_key(b"pad"), nonce, hashlib.sha256).digest()[:8]
+    body = nonce + bytes(a ^ b for a, b in zip(position.to_bytes(8, "big"), pad))
+    tag = hmac.new(_key(b"tag"), body, hashlib.sha256).digest()[:12]
+    return _CURSOR_PREFIX + base64.urlsafe_b64encode(body + tag).decode().rstrip("=")
+
+
+def unseal(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor[len(_CURSOR_PREFIX) :] + "==")
+    except ValueError:
+        raise BadCursor(cursor) from None
+    body, tag = raw[:16], raw[16:]
+    expected = hmac.new(_key(b"tag"), body, hashlib.sha256).digest()[:12]
+    if len(raw) != 28 or not hmac.compare_digest(tag, expected):
+        raise BadCursor(cursor)
+    nonce, sealed = body[:8], body[8:]
+    pad = hmac.new(_key(b"pad"), nonce, hashlib.sha256).digest()[:8]
+    return int.from_bytes(bytes(a ^ b for a, b in zip(sealed, pad)), "big")
+
+
+def position_after(since: str | None) -> int:
+    """The site-wide position after which the feed starts."""
+    if not since:
+        return 0
+    if since.startswith(_CURSOR_PREFIX):
+        return unseal(since)
+    if since.startswith(EVENT_PREFIX):
+        found = model.Session.execute(
+            text("SELECT sequence FROM webhook_event WHERE id = :id"), {"id": since}
+        ).scalar()
+        if found is None:
+            raise BadCursor(since)
+        return found
+    try:
+        moment = datetime.datetime.fromisoformat(since.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadCursor(since) from None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    before = model.Session.execute(
+        text(
+            "SELECT coalesce(max(sequence), 0) FROM webhook_event "
+            "WHERE created <= :moment"
+        ),
+        {"moment": moment},
+    ).scalar()
+    return before
+
+
+def topic_condition(topic: str | None) -> tuple[str, dict[str, Any]]:
+    """SQL on ``e.topic`` for a subscription-style topic (``*``, ``x/*``)."""
+    if not topic or topic == "*":
+        return "", {}
+    if topic.endswith("/*"):
+        return " AND e.topic LIKE :topic_prefix", {"topic_prefix": topic[:-1] + "%"}
+    return " AND e.topic = :topic", {"topic": topic}
+
+
+@dataclasses.dataclass
+class Page:
+    items: list[dict[str, Any]]
+    next: str  # the cursor to pass back as ``since``
+    more: bool  # events after ``next`` exist already: read on at once
+
+
+_EVENTS = """
+    SELECT e.* FROM webhook_event e
+    WHERE e.sequence > :after AND e.topic != :ping
+      AND e.entity_type != 'webhook'
+"""
+
+
+def read(
+    caller_id: str | None,
+    since: str | None,
+    limit: int,
+    topic: str | None = None,
+    dataset: str | None = None,
+    organization: str | None = None,
+) -> Page:
+    """Up to ``limit`` events the caller may see after ``since``.
+
+    At most ``SCAN_FACTOR`` times as many events are looked at: a page may
+    hold fewer items than asked for, and ``next`` then continues after the
+    last one looked at; ``more`` says whether events after it exist yet.
+    """
+    after = position_after(since)
+    sql = _EVENTS
+    params: dict[str, Any] = {"after": after, "ping": PING}
+    condition, topic_params = topic_condition(topic)
+    sql += condition
+    params.update(topic_params)
+    if dataset:
+        sql += " AND :dataset IN (e.package_id, e.previous_package_id)"
+        params["dataset"] = dataset
+    if organization:
+        sql += " AND :organization IN (e.organization_id, e.previous_organization_id)"
+        params["organization"] = organization
+    sql += " ORDER BY e.sequence LIMIT :scan"
+    params["scan"] = limit * SCAN_FACTOR
+    events = (
+        model.Session.query(WebhookEvent)
+        .from_statement(text(sql))
+        .params(**params)
+        .all()
+    )
+    reader = Webhook(owner_id=caller_id)  # the caller, in an owner's place
+    views = ReaderClassViews()
+    views.prepare((event, caller_id) for event in events)
+    items: list[dict[str, Any]] = []
+    last = after
+    more = len(events) == params["scan"]
+    for event in events:
+        if len(items) == limit:
+            more = True
+            break
+        last = event.sequence
+        try:
+            entity = views.entity(event, reader)
+        except Hidden:
+            continue
+        items.append(event_body(event, entity))
+    return Page(items, seal(last), more)
