@@ -49,11 +49,17 @@ def _key(purpose: bytes) -> bytes:
     ).digest()
 
 
+def _masked(value: bytes, nonce: bytes) -> bytes:
+    """``value`` (8 bytes) XOR a pad drawn from the key and ``nonce``: the
+    same call masks and unmasks."""
+    pad = hmac.new(_key(b"pad"), nonce, hashlib.sha256).digest()[:8]
+    return bytes(a ^ b for a, b in zip(value, pad, strict=True))
+
+
 def seal(position: int) -> str:
     """An opaque cursor for the site-wide event ``position``."""
     nonce = secrets.token_bytes(8)
-    pad = hmac.new(_key(b"pad"), nonce, hashlib.sha256).digest()[:8]
-    body = nonce + bytes(a ^ b for a, b in zip(position.to_bytes(8, "big"), pad))
+    body = nonce + _masked(position.to_bytes(8, "big"), nonce)
     tag = hmac.new(_key(b"tag"), body, hashlib.sha256).digest()[:12]
     return _CURSOR_PREFIX + base64.urlsafe_b64encode(body + tag).decode().rstrip("=")
 
@@ -67,9 +73,7 @@ def unseal(cursor: str) -> int:
     expected = hmac.new(_key(b"tag"), body, hashlib.sha256).digest()[:12]
     if len(raw) != 28 or not hmac.compare_digest(tag, expected):
         raise BadCursor(cursor)
-    nonce, sealed = body[:8], body[8:]
-    pad = hmac.new(_key(b"pad"), nonce, hashlib.sha256).digest()[:8]
-    return int.from_bytes(bytes(a ^ b for a, b in zip(sealed, pad)), "big")
+    return int.from_bytes(_masked(body[8:], body[:8]), "big")
 
 
 def position_after(since: str | None) -> int:
