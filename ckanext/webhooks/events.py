@@ -55,16 +55,21 @@ _TRACKED = {
     model.Group: ("state",),
 }
 
+# One round trip: the savepoint, the event if some webhook could want it, and
+# a notification for a lingering job (PostgreSQL delivers it at commit, once
+# per transaction however many events ask, and drops it on rollback).
 _INSERT_EVENT = text(
     f"""
-    INSERT INTO webhook_event
-        (id, topic, entity_type, entity_id, package_id, organization_id,
-         previous_package_id, previous_organization_id, private, snapshot,
-         created, expanded)
-    SELECT :id, :topic, :entity_type, :entity_id, :package_id,
-           :organization_id, :previous_package_id, :previous_organization_id,
-           :private, :snapshot, :created, false
-    WHERE EXISTS ({
+    SAVEPOINT ckanext_webhooks_event;
+    WITH inserted AS (
+        INSERT INTO webhook_event
+            (id, topic, entity_type, entity_id, package_id, organization_id,
+             previous_package_id, previous_organization_id, private, snapshot,
+             created, expanded)
+        SELECT :id, :topic, :entity_type, :entity_id, :package_id,
+               :organization_id, :previous_package_id, :previous_organization_id,
+               :private, :snapshot, :created, false
+        WHERE EXISTS ({
         matching_webhooks_sql(
             topics="CAST(:subscriptions AS text[])",
             package_id=":package_id",
@@ -73,6 +78,9 @@ _INSERT_EVENT = text(
             previous_organization_id=":previous_organization_id",
         )
     })
+        RETURNING 1
+    )
+    SELECT pg_notify('{DELIVERY_CHANNEL}', '') FROM inserted
     """
 )
 
@@ -81,7 +89,6 @@ _INSERT_EVENT = text(
 # delivery job that lingers (delivery/listener.py) exactly when it may read.
 _NOTIFY = text(f"NOTIFY {DELIVERY_CHANNEL}")
 
-_SAVEPOINT = text("SAVEPOINT ckanext_webhooks_event")
 _ROLLBACK_TO_SAVEPOINT = text("ROLLBACK TO SAVEPOINT ckanext_webhooks_event")
 _RELEASE_SAVEPOINT = text("RELEASE SAVEPOINT ckanext_webhooks_event")
 
@@ -226,7 +233,6 @@ def _insert(session: Any, **event: Any) -> str | None:
     # and with it the user's change. Now only the event is lost, loudly.
     # Plain SQL, not Session.begin_nested(), which would flush and fire the
     # session's commit hooks (CKAN's notify among them) for the savepoint.
-    session.execute(_SAVEPOINT)
     try:
         result = session.execute(
             _INSERT_EVENT,
@@ -237,8 +243,6 @@ def _insert(session: Any, **event: Any) -> str | None:
                 **event,
             },
         )
-        if result.rowcount and not session.info.get(_WAKE):
-            session.execute(_NOTIFY)
     except Exception:
         session.execute(_ROLLBACK_TO_SAVEPOINT)
         raise
