@@ -432,6 +432,72 @@ class Worker:
         self.stop()
 
 
+class CpuMeter:
+    """CPU seconds used during a run, by whom: the whole machine (``/proc/stat``),
+    given processes (a receiver), and PostgreSQL's backends, those serving the
+    benchmark's database apart from all others (another user's, or the
+    server's own). Backends come and go with each job: they are sampled
+    every 50 ms, so the last 50 ms of a short-lived one may be missed."""
+
+    def __init__(self, pids: list[int], database: str) -> None:
+        self.pids, self.database = pids, database
+        self._start = {pid: _cpu_seconds(pid) for pid in pids}
+        self._machine = _machine_busy()
+        self._since = time.monotonic()
+        self.seconds = 0.0  # the run's length, once stopped
+        self._postgres: dict[int, tuple[bool, float, float]] = {}  # ours, first, last
+        self._sample_postgres(initial=True)
+        self._watching = True
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _sample_postgres(self, initial: bool = False) -> None:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if (entry / "comm").read_text().strip() != "postgres":
+                    continue
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            pid = int(entry.name)
+            cpu = _cpu_seconds(pid)
+            # A backend born during the run counts from zero.
+            ours, first, _ = self._postgres.get(
+                pid, (False, cpu if initial else 0.0, cpu)
+            )
+            ours = ours or f" {self.database} ".encode() in title
+            self._postgres[pid] = (ours, first, cpu)
+
+    def _watch(self) -> None:
+        while self._watching:
+            self._sample_postgres()
+            time.sleep(0.05)
+
+    def stop(self) -> dict[str, float]:
+        """CPU seconds: machine, each pid, and ``postgres`` / ``postgres other``."""
+        self._watching = False
+        self._thread.join()
+        self._sample_postgres()
+        self.seconds = time.monotonic() - self._since
+        used = {"machine": _machine_busy() - self._machine}
+        for pid in self.pids:
+            used[str(pid)] = _cpu_seconds(pid) - self._start[pid]
+        used["postgres"] = sum(b - a for ours, a, b in self._postgres.values() if ours)
+        used["postgres other"] = sum(
+            b - a for ours, a, b in self._postgres.values() if not ours
+        )
+        return used
+
+
+def _machine_busy() -> float:
+    """CPU seconds the machine spent busy since boot, all CPUs together."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 # -- statistics ------------------------------------------------------------
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)

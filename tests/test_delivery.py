@@ -1,5 +1,7 @@
 """Signed deliveries through the job queue, checked at a real receiver."""
 
+import json
+
 import pytest
 from ckan.tests import factories, helpers
 from standardwebhooks import Webhook as StandardWebhook
@@ -91,7 +93,7 @@ class TestPayloadAndSignature:
         assert receiver.wait_for(3)
         payloads = sorted(receiver.bodies(), key=lambda p: p["sequence"])
         assert [p["entity"]["title"] for p in payloads][-1] == "v2"
-        assert len({p["sequence"] for p in payloads}) == 3
+        assert [p["sequence"] for p in payloads] == [1, 2, 3]  # the webhook's
 
 
 @pytest.mark.usefixtures("with_plugins", "clean_db")
@@ -146,3 +148,113 @@ def test_dataset_create_is_delivered_and_signed(receiver, run_jobs):
     assert payload["topic"] == "dataset/create"
     assert payload["entity"]["id"] == dataset["id"]
     assert payload["webhook_id"] == hook_id
+
+
+def _unspliced(body):
+    """The body as ``json.dumps`` writes the payload it holds."""
+    return json.dumps(json.loads(body), separators=(",", ":")).encode()
+
+
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+class TestSplicedBodies:
+    """One serialisation per (event, view), each webhook id spliced into it."""
+
+    @pytest.mark.ckan_config("ckanext.webhooks.max_webhooks_per_address", 0)
+    def test_bodies_are_the_unspliced_json_and_verify(self, receiver, run_jobs):
+        hooks = {
+            hook["id"]: hook
+            for hook in (subscribe(receiver, path=f"/h{n}") for n in range(3))
+        }
+        factories.Dataset(title='Données \u2603 "quoted" \\ back', notes="x\ny")
+        run_jobs()
+        assert receiver.wait_for(3)
+        entities = []
+        for got in receiver.received:
+            assert got.body == _unspliced(got.body)
+            webhook_id = json.loads(got.body)["webhook_id"]
+            payload = StandardWebhook(hooks[webhook_id]["secret"]).verify(
+                got.body, got.headers
+            )
+            entities.append(payload["entity"])
+        assert {json.loads(r.body)["webhook_id"] for r in receiver.received} == set(
+            hooks
+        )
+        assert entities[0]["title"] == 'Données \u2603 "quoted" \\ back'
+        assert entities[0] == entities[1] == entities[2]
+
+    def test_spliced_body_equals_the_rendered_one(self):
+        from ckanext.webhooks.delivery.payload import Template, render, render_spliced
+        from ckanext.webhooks.model import Webhook, WebhookEvent, make_secret, utcnow
+
+        event = WebhookEvent(
+            id="evt_1",
+            topic="dataset/update",
+            entity_type="dataset",
+            entity_id="d",
+            created=utcnow(),
+            sequence=7,
+        )
+        entity = {"title": "\u00e9\u2603\U0001f600", "n": [1, 2.5, None, True]}
+        template = Template.of(event, entity)
+        for hook_id, number in (("wh_a", 1), ('wh_\u00e9"\\', 12345), ("wh_p", None)):
+            hook = Webhook(id=hook_id, topic="*", address="http://x/")
+            hook.secret = make_secret()
+            body, headers = render_spliced(event, hook, template, number)
+            assert body == render(event, hook, entity, number)[0]
+            assert json.loads(body)["webhook_id"] == hook_id
+            assert json.loads(body)["sequence"] == number
+            assert (
+                StandardWebhook(hook.secret).verify(body, headers)["entity"] == entity
+            )
+
+    def test_an_entity_holding_the_mark_is_serialised_per_delivery(
+        self, receiver, run_jobs
+    ):
+        from ckanext.webhooks.delivery import payload
+
+        hook = subscribe(receiver, topic="custom/mark")
+        data = {"text": payload._MARK, "also": payload._SEQUENCE_MARK}
+        ckanext.webhooks.publish("custom/mark", data)
+        import ckan.model as model
+
+        model.Session.commit()
+        run_jobs()
+        assert receiver.wait_for(1)
+        got = receiver.received[0]
+        sent = StandardWebhook(hook["secret"]).verify(got.body, got.headers)
+        assert sent["entity"] == data
+        assert sent["webhook_id"] == hook["id"]
+
+    @pytest.mark.ckan_config("ckanext.webhooks.max_webhooks_per_address", 0)
+    def test_a_payload_plugin_shapes_each_webhook_s_body(
+        self, receiver, run_jobs, monkeypatch
+    ):
+        import ckan.plugins as p
+
+        from ckanext.webhooks.interfaces import IWebhooks
+
+        class PerWebhookPlugin(p.SingletonPlugin):
+            p.implements(IWebhooks, inherit=True)
+
+            def webhook_payload(self, payload, topic, webhook):
+                payload["entity"]["for"] = webhook["address"]
+                return payload
+
+        original = p.PluginImplementations
+        monkeypatch.setattr(
+            p,
+            "PluginImplementations",
+            lambda interface: [
+                *original(interface),
+                *([PerWebhookPlugin()] if interface is IWebhooks else []),
+            ],
+        )
+        hooks = [subscribe(receiver, path=f"/h{n}") for n in range(3)]
+        factories.Dataset()
+        run_jobs()
+        assert receiver.wait_for(3)
+        secrets = {hook["id"]: hook["secret"] for hook in hooks}
+        for got in receiver.received:
+            webhook_id = json.loads(got.body)["webhook_id"]
+            sent = StandardWebhook(secrets[webhook_id]).verify(got.body, got.headers)
+            assert sent["entity"]["for"] == receiver.url + got.path

@@ -309,3 +309,66 @@ def test_the_feed_through_ckanapi_against_a_live_site(live_site, cast):
     assert seen(cast.member) == {cast.public["id"], cast.private["id"]}
     got = client(None).action.webhook_event_list(limit=1)
     assert got["next"].startswith("cur_")
+
+
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+class TestSequencePerWebhook:
+    def test_each_webhook_counts_its_own_events_one_by_one(self, receiver):
+        first = helpers.call_action(
+            "webhook_create", topic="dataset/create", address=f"{receiver.url}/a"
+        )
+        factories.Dataset()
+        deliver_pending()
+        second = helpers.call_action(
+            "webhook_create", topic="dataset/create", address=f"{receiver.url}/b"
+        )
+        for _ in range(2):
+            factories.Dataset()
+        deliver_pending()
+        assert receiver.wait_for(5)
+        numbers: dict[str, list[int]] = {first: [], second: []}
+        for body in receiver.bodies():
+            numbers[body["webhook_id"]].append(body["sequence"])
+        assert sorted(numbers[first]) == [1, 2, 3]
+        assert sorted(numbers[second]) == [1, 2]  # not the site's count
+
+    def test_what_the_owner_may_not_see_takes_no_number(self, receiver, cast):
+        hook = helpers.call_action(
+            "webhook_create",
+            context=as_(None),
+            topic="dataset/create",
+            address=receiver.url,
+        )
+        factories.Dataset(owner_org=cast.org["id"], private=True)  # skipped
+        visible = factories.Dataset()
+        deliver_pending()
+        assert receiver.wait_for(1)
+        (body,) = receiver.bodies()
+        assert body["entity"]["id"] == visible["id"]
+        assert body["sequence"] == 1 and body["webhook_id"] == hook
+
+    @pytest.mark.ckan_config("ckanext.webhooks.retry_schedule", "0 0")
+    @pytest.mark.ckan_config("ckanext.webhooks.max_failures", "0")
+    @pytest.mark.ckan_config("ckanext.webhooks.concurrency", "1")
+    @pytest.mark.ckan_config("ckanext.webhooks.max_tests_per_minute", "0")
+    def test_a_gap_is_seen_and_recovery_fills_it_with_the_same_number(self, receiver):
+        start = datetime.datetime.utcnow().isoformat()
+        hook = helpers.call_action(
+            "webhook_create", topic="dataset/create", address=receiver.url
+        )
+        factories.Dataset()
+        deliver_pending()
+        receiver.default.status = 500
+        lost = factories.Dataset()
+        deliver_pending()  # three attempts, all with number 2, given up
+        receiver.default.status = 200
+        factories.Dataset()
+        deliver_pending()
+        got = [(b["sequence"], b["entity"]["id"]) for b in receiver.bodies()]
+        assert [n for n, _ in got] == [1, 2, 2, 2, 3]  # the retries keep theirs
+        assert receiver.received[-1].json["sequence"] == 3
+        # The receiver saw 1, then 3 succeed: 2 is the gap. Recovery fills it.
+        helpers.call_action("webhook_recover", id=hook, since=start)
+        deliver_pending()
+        last = receiver.received[-1].json
+        assert (last["sequence"], last["entity"]["id"]) == (2, lost["id"])

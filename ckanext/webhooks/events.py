@@ -55,17 +55,22 @@ _TRACKED = {
     model.Group: ("state",),
 }
 
-# Every event is kept, for the feed and for recovery (``feed.py``); one that
-# no webhook wants now is born expanded, so no worker is woken for it.
+# One round trip: the savepoint, the event, and a notification for a
+# lingering job if some webhook wants the event (PostgreSQL delivers it at
+# commit, once per transaction however many events ask, and drops it on
+# rollback). Every event is kept, for the feed and for recovery (feed.py);
+# one that no webhook wants now is born expanded, and wakes nobody.
 _INSERT_EVENT = text(
     f"""
-    INSERT INTO webhook_event
-        (id, topic, entity_type, entity_id, package_id, organization_id,
-         previous_package_id, previous_organization_id, private, snapshot,
-         created, expanded)
-    SELECT :id, :topic, :entity_type, :entity_id, :package_id,
-           :organization_id, :previous_package_id, :previous_organization_id,
-           :private, :snapshot, :created, NOT EXISTS ({
+    SAVEPOINT ckanext_webhooks_event;
+    WITH inserted AS (
+        INSERT INTO webhook_event
+            (id, topic, entity_type, entity_id, package_id, organization_id,
+             previous_package_id, previous_organization_id, private, snapshot,
+             created, expanded)
+        SELECT :id, :topic, :entity_type, :entity_id, :package_id,
+               :organization_id, :previous_package_id, :previous_organization_id,
+               :private, :snapshot, :created, NOT EXISTS ({
         matching_webhooks_sql(
             topics="CAST(:subscriptions AS text[])",
             package_id=":package_id",
@@ -74,7 +79,11 @@ _INSERT_EVENT = text(
             previous_organization_id=":previous_organization_id",
         )
     })
-    RETURNING NOT expanded
+        RETURNING expanded
+    ), notified AS (
+        SELECT pg_notify('{DELIVERY_CHANNEL}', '') FROM inserted WHERE NOT expanded
+    )
+    SELECT NOT expanded, (SELECT count(*) FROM notified) FROM inserted
     """
 )
 
@@ -83,7 +92,6 @@ _INSERT_EVENT = text(
 # delivery job that lingers (delivery/listener.py) exactly when it may read.
 _NOTIFY = text(f"NOTIFY {DELIVERY_CHANNEL}")
 
-_SAVEPOINT = text("SAVEPOINT ckanext_webhooks_event")
 _ROLLBACK_TO_SAVEPOINT = text("ROLLBACK TO SAVEPOINT ckanext_webhooks_event")
 _RELEASE_SAVEPOINT = text("RELEASE SAVEPOINT ckanext_webhooks_event")
 
@@ -228,9 +236,8 @@ def _insert(session: Any, **event: Any) -> tuple[str, bool]:
     # and with it the user's change. Now only the event is lost, loudly.
     # Plain SQL, not Session.begin_nested(), which would flush and fire the
     # session's commit hooks (CKAN's notify among them) for the savepoint.
-    session.execute(_SAVEPOINT)
     try:
-        wanted = session.execute(
+        row = session.execute(
             _INSERT_EVENT,
             {
                 "id": event_id,
@@ -238,16 +245,15 @@ def _insert(session: Any, **event: Any) -> tuple[str, bool]:
                 "subscriptions": topics.matching_subscriptions(event["topic"]),
                 **event,
             },
-        ).scalar()
-        if wanted and not session.info.get(_WAKE):
-            session.execute(_NOTIFY)
+        ).first()
     except Exception:
         session.execute(_ROLLBACK_TO_SAVEPOINT)
         raise
     session.execute(_RELEASE_SAVEPOINT)
+    wanted = bool(row and row[0])
     if wanted:
         session.info[_WAKE] = True
-    return event_id, bool(wanted)
+    return event_id, wanted
 
 
 def record_change(entity: Any, operation: str) -> None:

@@ -96,7 +96,9 @@ class Webhook(tk.BaseModel):
     # Ceilings in deliveries per minute: the receiver's and the owner's.
     allowed_rate = Column(Integer, nullable=True)
     rate_limit = Column(Integer, nullable=True)
-    # Start of an anonymous webhook's lease (logic/leases.py).
+    # The last number this webhook gave a delivery (delivery/sequencing.py).
+    last_sequence = Column(BigInteger, nullable=False, default=0, server_default="0")
+    # Start of an anonymous webhook's lease (leases.py).
     renewed = Column(
         DateTime,
         nullable=False,
@@ -202,6 +204,8 @@ class WebhookDelivery(tk.BaseModel):
     updated = Column(DateTime, nullable=False, default=utcnow)
     last_status_code = Column(Integer, nullable=True)
     last_error = Column(UnicodeText, nullable=True)
+    # The webhook's own number for this delivery, given when first sent.
+    sequence = Column(BigInteger, nullable=True)
 
 
 class WebhookAttempt(tk.BaseModel):

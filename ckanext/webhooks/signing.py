@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 
 from ckanext.webhooks.vocabulary import SECRET_PREFIX
@@ -18,7 +17,7 @@ def _key(secret: str) -> bytes:
 def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
     """One ``v1,<base64>`` value: HMAC-SHA256 over ``id.timestamp.body``."""
     signed = f"{message_id}.{timestamp}.".encode() + body
-    digest = hmac.new(_key(secret), signed, hashlib.sha256).digest()
+    digest = hmac.digest(_key(secret), signed, "sha256")  # one call, in C
     return "v1," + base64.b64encode(digest).decode()
 
 

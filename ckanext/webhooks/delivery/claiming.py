@@ -58,7 +58,7 @@ def _claim_statement(due: str) -> TextClause:
             FOR UPDATE SKIP LOCKED
         ) due
         WHERE d.id = due.id
-        RETURNING d.id, d.event_id, d.webhook_id, d.attempts
+        RETURNING d.id, d.event_id, d.webhook_id, d.attempts, d.sequence
         """
     )
 
@@ -79,12 +79,14 @@ _RELEASE = text(
 
 @dataclasses.dataclass
 class Claim:
-    """One claimed delivery: the event, its webhook, and which attempt this is."""
+    """One claimed delivery: the event, its webhook, which attempt this is,
+    and the webhook's number for it (None until it is first sent)."""
 
     delivery_id: int
     event: WebhookEvent
     webhook: Webhook
     attempt: int
+    sequence: int | None = None
 
 
 def lease_for(deadline_seconds: float) -> datetime.timedelta:
@@ -114,7 +116,7 @@ def claim_due(limit: int, lease: datetime.timedelta) -> list[Claim]:
         )
     }
     return [
-        Claim(r.id, events[r.event_id], hooks[r.webhook_id], r.attempts)
+        Claim(r.id, events[r.event_id], hooks[r.webhook_id], r.attempts, r.sequence)
         for r in rows
         if r.event_id in events and r.webhook_id in hooks
     ]

@@ -31,13 +31,16 @@ _INSERT_ATTEMPTS = text(
     INSERT INTO webhook_attempt
         (delivery_id, webhook_id, event_id, topic, attempt, created,
          status_code, error, latency_ms, response, outcome)
-    SELECT * FROM unnest(
+    SELECT u.delivery_id, u.webhook_id, u.event_id, u.topic, u.attempt, :now,
+           u.status_code, u.error, u.latency_ms, u.response, u.outcome
+    FROM unnest(
         CAST(:delivery_id AS bigint[]), CAST(:webhook_id AS text[]),
         CAST(:event_id AS text[]), CAST(:topic AS text[]),
-        CAST(:attempt AS integer[]), CAST(:created AS timestamp[]),
-        CAST(:status_code AS integer[]), CAST(:error AS text[]),
-        CAST(:latency_ms AS integer[]), CAST(:response AS text[]),
-        CAST(:outcome AS text[]))
+        CAST(:attempt AS integer[]), CAST(:status_code AS integer[]),
+        CAST(:error AS text[]), CAST(:latency_ms AS integer[]),
+        CAST(:response AS text[]), CAST(:outcome AS text[])
+    ) AS u(delivery_id, webhook_id, event_id, topic, attempt, status_code,
+           error, latency_ms, response, outcome)
     """
 )
 
@@ -45,13 +48,13 @@ _UPDATE_DELIVERIES = text(
     """
     UPDATE webhook_delivery d
     SET status = u.status, next_attempt_at = u.next_attempt_at,
-        lease_until = NULL, updated = u.updated,
+        lease_until = NULL, updated = :now,
         last_status_code = u.status_code, last_error = u.error
     FROM unnest(
         CAST(:delivery_id AS bigint[]), CAST(:status AS text[]),
-        CAST(:next_attempt_at AS timestamp[]), CAST(:now AS timestamp[]),
+        CAST(:next_attempt_at AS timestamp[]),
         CAST(:status_code AS integer[]), CAST(:error AS text[])
-    ) AS u(id, status, next_attempt_at, updated, status_code, error)
+    ) AS u(id, status, next_attempt_at, status_code, error)
     WHERE d.id = u.id
     """
 )
@@ -113,16 +116,17 @@ def record(
     for claim, outcome in results:
         verdict = judge(claim, outcome, schedule, now)
         verdicts.append(verdict)
-        attempts.append(_attempt_row(claim, outcome, verdict, now))
+        attempts.append(_attempt_row(claim, outcome, verdict))
         updates.append(
-            _delivery_row(claim, verdict.status, verdict.next_attempt_at, now, outcome)
+            _delivery_row(claim, verdict.status, verdict.next_attempt_at, outcome)
         )
     for claim in skipped:
-        updates.append(_delivery_row(claim, DeliveryStatus.SKIPPED, None, now, None))
+        updates.append(_delivery_row(claim, DeliveryStatus.SKIPPED, None, None))
+    # The time is one value for the whole batch, not an array of copies.
     if attempts:
-        model.Session.execute(_INSERT_ATTEMPTS, _columns(attempts))
+        model.Session.execute(_INSERT_ATTEMPTS, {**_columns(attempts), "now": now})
     if updates:
-        model.Session.execute(_UPDATE_DELIVERIES, _columns(updates))
+        model.Session.execute(_UPDATE_DELIVERIES, {**_columns(updates), "now": now})
     health.update(
         [
             (claim, outcome, v)
@@ -136,16 +140,13 @@ def record(
     return verdicts
 
 
-def _attempt_row(
-    claim: Claim, outcome: Outcome, verdict: Verdict, now: datetime.datetime
-) -> dict[str, Any]:
+def _attempt_row(claim: Claim, outcome: Outcome, verdict: Verdict) -> dict[str, Any]:
     return {
         "delivery_id": claim.delivery_id,
         "webhook_id": claim.webhook.id,
         "event_id": claim.event.id,
         "topic": claim.event.topic,
         "attempt": claim.attempt,
-        "created": now,
         "status_code": outcome.status,
         "error": outcome.error,
         "latency_ms": outcome.latency_ms,
@@ -158,14 +159,12 @@ def _delivery_row(
     claim: Claim,
     status: DeliveryStatus,
     next_attempt_at: datetime.datetime | None,
-    now: datetime.datetime,
     outcome: Outcome | None,
 ) -> dict[str, Any]:
     return {
         "delivery_id": claim.delivery_id,
         "status": status.value,
         "next_attempt_at": next_attempt_at,
-        "now": now,
         "status_code": outcome.status if outcome else None,
         "error": outcome.error if outcome else None,
     }

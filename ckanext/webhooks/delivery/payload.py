@@ -3,10 +3,18 @@
 Bodies follow the payload documented in docs/topics.rst; headers follow
 Standard Webhooks (``webhook-id`` is the event id, the same on every retry
 and redelivery, so receivers can de-duplicate).
+
+The deliveries of one event to one class of readers differ only in
+``sequence`` and ``webhook_id``, so the body is serialised once (``Template``)
+and each delivery's two values spliced into it: the same bytes ``json.dumps``
+would give, at a fraction of the cost. Not when an ``IWebhooks`` plugin may
+shape each webhook's payload: then ``render`` serialises each delivery on its
+own. ``event_body`` is what is left without them: the event feed's items.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import time
@@ -22,7 +30,14 @@ from ckanext.webhooks.logic.dictization import webhook_dictize
 from ckanext.webhooks.model import Webhook, WebhookEvent, utcnow
 from ckanext.webhooks.vocabulary import isoformat
 
-__all__ = ["event_body", "render", "signing_secrets"]
+__all__ = ["Template", "event_body", "render", "render_spliced", "signing_secrets"]
+
+# Stand in for the sequence and the webhook id while a template is
+# serialised: json.dumps writes them as "\u0000...", which no value ever is.
+_SEQUENCE_MARK = "\x00ckanext-webhooks:sequence\x00"
+_MARK = "\x00ckanext-webhooks:webhook_id\x00"
+_SEQUENCE_MARK_JSON = json.dumps(_SEQUENCE_MARK).encode()
+_MARK_JSON = json.dumps(_MARK).encode()
 
 
 def signing_secrets(webhook: Webhook, now: datetime.datetime) -> list[str]:
@@ -48,19 +63,72 @@ def event_body(event: WebhookEvent, entity: Any) -> dict[str, Any]:
     }
 
 
+def _payload(
+    event: WebhookEvent, webhook_id: str, sequence: Any, entity: Any
+) -> dict[str, Any]:
+    """The body of one delivery: ``sequence`` is the webhook's own count
+    (``delivery/sequencing.py``), null for a ping."""
+    shared = event_body(event, entity)
+    first = {key: shared[key] for key in ("id", "topic", "type", "timestamp")}
+    return {**first, "sequence": sequence, "webhook_id": webhook_id, **shared}
+
+
+def _dumps(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), default=str).encode()
+
+
+@dataclasses.dataclass(frozen=True)
+class Template:
+    """An event's body with ``entity``, cut where the sequence and the
+    webhook id go."""
+
+    entity: Any  # kept: callers key templates by the entity's identity
+    head: bytes
+    middle: bytes
+    tail: bytes
+
+    @classmethod
+    def of(cls, event: WebhookEvent, entity: Any) -> Template | None:
+        """None if the body cannot be cut in one place each (the entity holds
+        a mark itself): its deliveries are then rendered one by one."""
+        whole = _dumps(_payload(event, _MARK, _SEQUENCE_MARK, entity))
+        head, found, rest = whole.partition(_SEQUENCE_MARK_JSON)
+        middle, mark, tail = rest.partition(_MARK_JSON)
+        if not (found and mark) or _MARK_JSON in tail or _SEQUENCE_MARK_JSON in rest:
+            return None
+        return cls(entity, head, middle, tail)
+
+    def body(self, webhook_id: str, sequence: int | None) -> bytes:
+        number = b"null" if sequence is None else str(int(sequence)).encode()
+        webhook = json.dumps(webhook_id).encode()
+        return self.head + number + self.middle + webhook + self.tail
+
+
 def render(
-    event: WebhookEvent, webhook: Webhook, entity: Any
+    event: WebhookEvent, webhook: Webhook, entity: Any, sequence: int | None
 ) -> tuple[bytes, dict[str, str]]:
     """The body and headers of ``event`` for ``webhook``, ``entity`` as shown."""
-    payload = event_body(event, entity)
-    payload["sequence"] = event.sequence
-    payload["webhook_id"] = webhook.id
+    payload = _payload(event, webhook.id, sequence, entity)
     plugins = list(p.PluginImplementations(IWebhooks))
     if plugins:
         view = webhook_dictize(webhook)
         for plugin in plugins:
             payload = plugin.webhook_payload(payload, event.topic, view)
-    body = json.dumps(payload, separators=(",", ":"), default=str).encode()
+    body = _dumps(payload)
+    return body, _signed_headers(event, webhook, body)
+
+
+def render_spliced(
+    event: WebhookEvent, webhook: Webhook, template: Template, sequence: int | None
+) -> tuple[bytes, dict[str, str]]:
+    """``render`` without plugins, the body spliced from ``event``'s template."""
+    body = template.body(webhook.id, sequence)
+    return body, _signed_headers(event, webhook, body)
+
+
+def _signed_headers(
+    event: WebhookEvent, webhook: Webhook, body: bytes
+) -> dict[str, str]:
     now = int(time.time())
     headers = {
         "Content-Type": "application/json",
@@ -74,4 +142,4 @@ def render(
     if webhook.verified_at is not None:
         # CloudEvents abuse protection: the origin the receiver consented to.
         headers["Origin"] = cfg.site_origin()
-    return body, headers
+    return headers

@@ -6,7 +6,10 @@ trusted: when ``ckanext.webhooks.render_per_owner`` says a plugin tailors
 ``package_show`` per user, or when a plugin changes who may read
 (``core_reading_rules``). Views are kept for the next batch too, per
 (event, class) or per (event, owner): an event's deliveries often span two
-batches, and the view was taken after the event, so it is still valid.
+batches, and the view was taken after the event, so it is still valid. So is
+each view's serialised body (``payload.Template``), into which each
+delivery's webhook id is spliced, unless an ``IWebhooks`` plugin may shape
+payloads per webhook.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ import ckan.plugins as p
 
 from ckanext.webhooks import config as cfg
 from ckanext.webhooks import leases
+from ckanext.webhooks.delivery import sequencing
 from ckanext.webhooks.delivery.claiming import Claim
-from ckanext.webhooks.delivery.payload import render
+from ckanext.webhooks.delivery.payload import Template, render, render_spliced
 from ckanext.webhooks.delivery.visibility import EntityViews, Hidden, ReaderClassViews
 from ckanext.webhooks.interfaces import IWebhooks
 from ckanext.webhooks.model import utcnow
@@ -74,8 +78,12 @@ class Renderer:
         if not self.per_owner and not core_reading_rules():
             log.info("a plugin changes who may read: rendering per owner")
             self.per_owner = True
-        # Owners share a view: a plugin shaping payloads gets its own copy.
-        self._copy = any(True for _ in p.PluginImplementations(IWebhooks))
+        # Owners share a view: a plugin shaping payloads gets its own copy,
+        # and each delivery its own serialisation.
+        self._shaped = any(True for _ in p.PluginImplementations(IWebhooks))
+        # Per (event, view): the view is held by its template, so the id of
+        # the view is not reused while it is a key.
+        self._templates: dict[tuple[str, int], Template | None] = {}
 
     def render(self, claims: list[Claim]) -> tuple[list[Prepared], list[Claim]]:
         views = EntityViews() if self.per_owner else ReaderClassViews(self._carried)
@@ -94,6 +102,7 @@ class Renderer:
             if _key(claim) not in self._previous
         )
         seen: dict[tuple[str, str | None], Any] = {}
+        shown: list[tuple[Claim, Any]] = []
         for claim in sendable:
             key = _key(claim)
             if key not in seen:
@@ -105,16 +114,44 @@ class Renderer:
             entity = seen[key]
             if isinstance(entity, Hidden):
                 skipped.append(claim)
-                continue
-            if self._copy:
-                entity = copy.deepcopy(entity)
-            body, headers = render(claim.event, claim.webhook, entity)
+            else:
+                shown.append((claim, entity))
+        # Numbered only now: what is not sent takes no number.
+        sequencing.number([claim for claim, _ in shown if claim.event.topic != PING])
+        templates: dict[tuple[str, int], Template | None] = {}
+        for claim, entity in shown:
+            if self._shaped:
+                body, headers = render(
+                    claim.event, claim.webhook, copy.deepcopy(entity), claim.sequence
+                )
+            else:
+                body, headers = self._spliced(claim, entity, templates)
             ready.append(Prepared(claim, body, headers))
+        self._templates = templates
         if isinstance(views, ReaderClassViews):
             self._carried = views.rendered
         else:
             self._previous = seen
         return ready, skipped
+
+    def _spliced(
+        self,
+        claim: Claim,
+        entity: Any,
+        templates: dict[tuple[str, int], Template | None],
+    ) -> tuple[bytes, dict[str, str]]:
+        """The body from the (event, view)'s template, made on first use."""
+        key = (claim.event.id, id(entity))
+        if key not in templates:
+            templates[key] = (
+                self._templates[key]
+                if key in self._templates
+                else Template.of(claim.event, entity)
+            )
+        template = templates[key]
+        if template is None:
+            return render(claim.event, claim.webhook, entity, claim.sequence)
+        return render_spliced(claim.event, claim.webhook, template, claim.sequence)
 
 
 def _key(claim: Claim) -> tuple[str, str | None]:
