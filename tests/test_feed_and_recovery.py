@@ -372,3 +372,51 @@ class TestSequencePerWebhook:
         deliver_pending()
         last = receiver.received[-1].json
         assert (last["sequence"], last["entity"]["id"]) == (2, lost["id"])
+
+
+_RAW_EVENT = text(
+    "INSERT INTO webhook_event (id, topic, entity_type, entity_id, snapshot, "
+    "created, expanded, private) VALUES (:id, 'custom/late', 'custom', '', "
+    "'{}', now() AT TIME ZONE 'utc', true, false)"
+)
+
+
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+def test_an_event_committed_late_is_never_stepped_over():
+    """Transaction A writes an event first (the smaller sequence) but commits
+    after B: a reader paging in between must still get A's event."""
+    engine = model.meta.engine
+    with engine.connect() as slow, engine.connect() as fast:
+        slow_transaction = slow.begin()
+        slow.execute(_RAW_EVENT, {"id": "evt_slow"})
+        with fast.begin():
+            fast.execute(_RAW_EVENT, {"id": "evt_fast"})
+        first = feed(None, topic="custom/late")
+        assert first["items"] == []  # evt_fast waits while evt_slow may come
+        slow_transaction.commit()
+    rest = everything(None, since=first["next"], topic="custom/late")
+    assert [item["id"] for item in rest] == ["evt_slow", "evt_fast"]
+
+
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+def test_paging_while_another_thread_writes_sees_each_event_once():
+    import threading
+
+    written: list[str] = []
+
+    def write() -> None:
+        for _ in range(15):
+            written.append(factories.Dataset()["id"])
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    seen: list[str] = []
+    since = None
+    while writer.is_alive() or since is None:
+        page = feed(None, limit=3, topic="dataset/create", since=since)
+        seen += entity_ids(page["items"])
+        since = page["next"]
+    writer.join()
+    seen += entity_ids(everything(None, since=since, topic="dataset/create"))
+    assert sorted(seen) == sorted(written)
+    assert len(seen) == len(set(seen))

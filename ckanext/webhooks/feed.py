@@ -1,4 +1,4 @@
-"""The event feed: the events a caller may see, oldest first, page by page.
+"""The event feed: the events a caller may see, in commit order, page by page.
 
 What a receiver missed, or wants to check, it reads here (``webhook_event_list``)
 with the same ids as the deliveries' ``webhook-id``, so push and pull merge
@@ -7,10 +7,18 @@ caller, minus what belongs to a webhook (``webhook_id``, ``sequence``), and
 what the caller may see is decided as for deliveries, when the feed is read
 (``delivery.visibility``, the caller in the owner's place).
 
-The cursor is sealed: it carries the site-wide position of the last event
-looked at, encrypted and authenticated under the site's ``SECRET_KEY``, so it
-does not tell how many hidden events lie between two visible ones. It stays
-valid while events arrive and while ``prune`` deletes old ones.
+Positions. An event's ``sequence`` is taken when it is inserted, but
+transactions commit in another order: paging by it alone would step over an
+event whose transaction commits after a later one was read. So the feed
+pages by ``(txid, sequence)``, the writing transaction's id first, and shows
+only events of transactions older than every transaction still running
+(``txid_snapshot_xmin``): whatever commits later has a larger position than
+anything already shown.
+
+The cursor is sealed: it carries that position, encrypted and authenticated
+under the site's ``SECRET_KEY``, so it does not tell how many hidden events
+lie between two visible ones. It stays valid while events arrive and while
+``prune`` deletes old ones.
 """
 
 from __future__ import annotations
@@ -32,8 +40,21 @@ from ckanext.webhooks.delivery.visibility import Hidden, ReaderClassViews
 from ckanext.webhooks.model import Webhook, WebhookEvent
 from ckanext.webhooks.vocabulary import EVENT_PREFIX, PING
 
-__all__ = ["BadCursor", "Page", "read", "seal", "unseal"]
+__all__ = [
+    "END",
+    "START",
+    "BadCursor",
+    "Page",
+    "Position",
+    "position_of",
+    "read",
+    "seal",
+    "unseal",
+]
 
+Position = tuple[int, int]  # (txid, sequence) of an event, or just before one
+START: Position = (-1, 0)
+END: Position = (2**63 - 1, 2**63 - 1)
 SCAN_FACTOR = 10  # events looked at per item asked for, at most
 _CURSOR_PREFIX = "cur_"
 
@@ -50,59 +71,75 @@ def _key(purpose: bytes) -> bytes:
 
 
 def _masked(value: bytes, nonce: bytes) -> bytes:
-    """``value`` (8 bytes) XOR a pad drawn from the key and ``nonce``: the
+    """``value`` (16 bytes) XOR a pad drawn from the key and ``nonce``: the
     same call masks and unmasks."""
-    pad = hmac.new(_key(b"pad"), nonce, hashlib.sha256).digest()[:8]
+    pad = hmac.new(_key(b"pad"), nonce, hashlib.sha256).digest()[:16]
     return bytes(a ^ b for a, b in zip(value, pad, strict=True))
 
 
-def seal(position: int) -> str:
-    """An opaque cursor for the site-wide event ``position``."""
+def seal(position: Position) -> str:
+    """An opaque cursor for ``position``."""
     nonce = secrets.token_bytes(8)
-    body = nonce + _masked(position.to_bytes(8, "big"), nonce)
+    plain = b"".join(n.to_bytes(8, "big", signed=True) for n in position)
+    body = nonce + _masked(plain, nonce)
     tag = hmac.new(_key(b"tag"), body, hashlib.sha256).digest()[:12]
     return _CURSOR_PREFIX + base64.urlsafe_b64encode(body + tag).decode().rstrip("=")
 
 
-def unseal(cursor: str) -> int:
+def unseal(cursor: str) -> Position:
     try:
         raw = base64.urlsafe_b64decode(cursor[len(_CURSOR_PREFIX) :] + "==")
     except ValueError:
         raise BadCursor(cursor) from None
-    body, tag = raw[:16], raw[16:]
+    body, tag = raw[:24], raw[24:]
     expected = hmac.new(_key(b"tag"), body, hashlib.sha256).digest()[:12]
-    if len(raw) != 28 or not hmac.compare_digest(tag, expected):
+    if len(raw) != 36 or not hmac.compare_digest(tag, expected):
         raise BadCursor(cursor)
-    return int.from_bytes(_masked(body[8:], body[:8]), "big")
+    plain = _masked(body[8:], body[:8])
+    return (
+        int.from_bytes(plain[:8], "big", signed=True),
+        int.from_bytes(plain[8:], "big", signed=True),
+    )
 
 
-def position_after(since: str | None) -> int:
-    """The site-wide position after which the feed starts."""
+def position_of(since: str | None) -> Position:
+    """The position after which the feed (or a recovery window) starts:
+    a cursor's; an event's own; just before the first event after a time."""
     if not since:
-        return 0
+        return START
     if since.startswith(_CURSOR_PREFIX):
         return unseal(since)
     if since.startswith(EVENT_PREFIX):
         found = model.Session.execute(
-            text("SELECT sequence FROM webhook_event WHERE id = :id"), {"id": since}
-        ).scalar()
+            text("SELECT txid, sequence FROM webhook_event WHERE id = :id"),
+            {"id": since},
+        ).first()
         if found is None:
             raise BadCursor(since)
-        return found
+        return tuple(found)
     try:
         moment = datetime.datetime.fromisoformat(since.replace("Z", "+00:00"))
     except ValueError:
         raise BadCursor(since) from None
     if moment.tzinfo is not None:
         moment = moment.astimezone(datetime.timezone.utc).replace(tzinfo=None)
-    before = model.Session.execute(
+    first_after = model.Session.execute(
         text(
-            "SELECT coalesce(max(sequence), 0) FROM webhook_event "
-            "WHERE created <= :moment"
+            "SELECT txid, sequence FROM webhook_event WHERE created > :moment "
+            "ORDER BY txid, sequence LIMIT 1"
         ),
         {"moment": moment},
+    ).first()
+    if first_after is None:  # nothing yet: from what commits next
+        return _settled(), 0
+    return first_after[0], first_after[1] - 1
+
+
+def _settled() -> int:
+    """Transactions with smaller ids than this have all ended."""
+    return model.Session.execute(
+        text("SELECT txid_snapshot_xmin(txid_current_snapshot())")
     ).scalar()
-    return before
 
 
 def topic_condition(topic: str | None) -> tuple[str, dict[str, Any]]:
@@ -118,13 +155,14 @@ def topic_condition(topic: str | None) -> tuple[str, dict[str, Any]]:
 class Page:
     items: list[dict[str, Any]]
     next: str  # the cursor to pass back as ``since``
-    more: bool  # events after ``next`` exist already: read on at once
+    more: bool  # events after ``next`` can be read already: read on at once
 
 
 _EVENTS = """
     SELECT e.* FROM webhook_event e
-    WHERE e.sequence > :after AND e.topic != :ping
-      AND e.entity_type != 'webhook'
+    WHERE (e.txid, e.sequence) > (:txid, :sequence)
+      AND e.txid < txid_snapshot_xmin(txid_current_snapshot())
+      AND e.topic != :ping AND e.entity_type != 'webhook'
 """
 
 
@@ -140,11 +178,11 @@ def read(
 
     At most ``SCAN_FACTOR`` times as many events are looked at: a page may
     hold fewer items than asked for, and ``next`` then continues after the
-    last one looked at; ``more`` says whether events after it exist yet.
+    last one looked at; ``more`` says whether events after it can be read.
     """
-    after = position_after(since)
+    after = position_of(since)
     sql = _EVENTS
-    params: dict[str, Any] = {"after": after, "ping": PING}
+    params: dict[str, Any] = {"txid": after[0], "sequence": after[1], "ping": PING}
     condition, topic_params = topic_condition(topic)
     sql += condition
     params.update(topic_params)
@@ -154,7 +192,7 @@ def read(
     if organization:
         sql += " AND :organization IN (e.organization_id, e.previous_organization_id)"
         params["organization"] = organization
-    sql += " ORDER BY e.sequence LIMIT :scan"
+    sql += " ORDER BY e.txid, e.sequence LIMIT :scan"
     params["scan"] = limit * SCAN_FACTOR
     events = (
         model.Session.query(WebhookEvent)
@@ -172,7 +210,7 @@ def read(
         if len(items) == limit:
             more = True
             break
-        last = event.sequence
+        last = (event.txid, event.sequence)
         try:
             entity = views.entity(event, reader)
         except Hidden:

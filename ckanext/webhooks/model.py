@@ -171,6 +171,8 @@ class WebhookEvent(tk.BaseModel):
 
     id = Column(UnicodeText, primary_key=True, default=make_event_id)
     sequence = Column(BigInteger, Identity(), nullable=False, unique=True)
+    # The writing transaction: the feed pages by (txid, sequence), commit order.
+    txid = Column(BigInteger, nullable=False, server_default=text("txid_current()"))
     topic = Column(UnicodeText, nullable=False)
     entity_type = Column(UnicodeText, nullable=False)
     entity_id = Column(UnicodeText, nullable=False)
@@ -182,6 +184,8 @@ class WebhookEvent(tk.BaseModel):
     snapshot = Column(UnicodeText, nullable=False, default="{}")
     created = Column(DateTime, nullable=False, default=utcnow)
     expanded = Column(Boolean, nullable=False, default=False)
+
+    __table_args__ = (Index("ix_webhook_event_position", "txid", "sequence"),)
 
 
 class WebhookDelivery(tk.BaseModel):

@@ -75,13 +75,15 @@ def expand_events(limit: int = 500) -> int:
 # Queue again, for one webhook, the events of a window that match it and
 # that it has not received: no delivery yet (it was disabled, or did not
 # exist), or one that was given up or skipped. Delivered and pending ones are
-# left alone, so nothing goes twice. Due one microsecond apart, in event
-# order, so they are claimed in that order.
+# left alone, so nothing goes twice. Due one microsecond apart, in the feed's
+# order (feed.py), so they are claimed in that order.
 _RECOVER = text(
     f"""
     WITH wanted AS (
-        SELECT e.id, e.sequence FROM webhook_event e, webhook w
-        WHERE w.id = :webhook AND e.sequence > :after AND e.sequence <= :upto
+        SELECT e.id, e.txid, e.sequence FROM webhook_event e, webhook w
+        WHERE w.id = :webhook
+          AND (e.txid, e.sequence) > (:after_txid, :after_sequence)
+          AND (e.txid, e.sequence) <= (:upto_txid, :upto_sequence)
           AND e.topic != :ping AND e.entity_type != 'webhook'
           AND w.topic = ANY({_SUBSCRIBED_BY.format(topic="e.topic")})
           AND (w.package_id IS NULL
@@ -89,7 +91,7 @@ _RECOVER = text(
           AND (w.organization_id IS NULL
                OR w.organization_id IN (e.organization_id,
                                         e.previous_organization_id))
-        ORDER BY e.sequence
+        ORDER BY e.txid, e.sequence
         LIMIT :limit
     ), queued AS (
         INSERT INTO webhook_delivery AS d
@@ -97,7 +99,7 @@ _RECOVER = text(
              created, updated)
         SELECT id, :webhook, :pending, 0,
                CAST(:now AS timestamp)
-                   + row_number() OVER (ORDER BY sequence)
+                   + row_number() OVER (ORDER BY txid, sequence)
                      * interval '1 microsecond',
                :now, :now
         FROM wanted
@@ -106,24 +108,34 @@ _RECOVER = text(
             next_attempt_at = EXCLUDED.next_attempt_at, updated = :now
         WHERE d.status IN (:failed, :skipped)
         RETURNING 1
+    ), last AS (
+        SELECT txid, sequence FROM wanted
+        ORDER BY txid DESC, sequence DESC LIMIT 1
     )
     SELECT (SELECT count(*) FROM queued), (SELECT count(*) FROM wanted),
-           (SELECT max(sequence) FROM wanted)
+           (SELECT txid FROM last), (SELECT sequence FROM last)
     """
 )
 
 
-def recover(webhook_id: str, after: int, upto: int, limit: int) -> tuple[int, int]:
-    """Queue ``webhook_id``'s missed events with positions in (after, upto],
-    at most ``limit`` of them looked at; (how many queued, the position up
-    to which it looked, ``upto`` when the window is done). In the caller's
-    transaction."""
-    queued, looked_at, last = model.Session.execute(
+def recover(
+    webhook_id: str,
+    after: tuple[int, int],
+    upto: tuple[int, int],
+    limit: int,
+) -> tuple[int, tuple[int, int]]:
+    """Queue ``webhook_id``'s missed events with feed positions in (after,
+    upto], at most ``limit`` of them looked at; (how many queued, the position
+    up to which it looked: ``upto`` when the window is done). In the
+    caller's transaction."""
+    queued, looked_at, txid, sequence = model.Session.execute(
         _RECOVER,
         {
             "webhook": webhook_id,
-            "after": after,
-            "upto": upto,
+            "after_txid": after[0],
+            "after_sequence": after[1],
+            "upto_txid": upto[0],
+            "upto_sequence": upto[1],
             "limit": limit,
             "now": utcnow(),
             "ping": PING,
@@ -132,4 +144,4 @@ def recover(webhook_id: str, after: int, upto: int, limit: int) -> tuple[int, in
             "skipped": DeliveryStatus.SKIPPED.value,
         },
     ).one()
-    return queued, (last if looked_at == limit else upto)
+    return queued, ((txid, sequence) if looked_at == limit else upto)

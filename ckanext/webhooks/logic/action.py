@@ -387,15 +387,17 @@ def webhook_recover(context: Context, data_dict: DataDict) -> dict[str, Any]:
             {"id": [tk._("The webhook is disabled: enable it, then recover")]}
         )
     limits.check_send_allowance(context, [webhook.id])
-    bounds = {}
-    for field in ("since", "until"):
-        if data.get(field):
-            try:
-                bounds[field] = feed.position_after(data[field])
-            except feed.BadCursor:
-                raise _bad_since(field) from None
-    upto = bounds.get("until", 2**63 - 1)
-    queued, reached = outbox.recover(webhook.id, bounds["since"], upto, MAX_RECOVER)
+    try:
+        after = feed.position_of(data["since"])
+    except feed.BadCursor:
+        raise _bad_since("since") from None
+    upto = feed.END
+    if data.get("until"):
+        try:
+            upto = feed.position_of(data["until"])
+        except feed.BadCursor:
+            raise _bad_since("until") from None
+    queued, reached = outbox.recover(webhook.id, after, upto, MAX_RECOVER)
     if queued:
         events.wake_workers_after_commit()
     _commit(context)
