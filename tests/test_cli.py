@@ -151,3 +151,21 @@ class TestConsentAndLeaseCommands:
         expires = helpers.call_action("webhook_show", id=hook_id)["expires"]
         assert result.output.strip() == f"{hook_id} expires {expires}"
         assert run(cli, "renew", "no-such-webhook").exit_code == 1
+
+
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+@pytest.mark.ckan_config("ckanext.webhooks.max_tests_per_minute", "0")
+def test_recover_queues_what_a_webhook_missed(cli, receiver, monkeypatch):
+    from ckanext.webhooks.delivery import deliver_pending
+    from ckanext.webhooks.logic import action
+
+    factories.Dataset()
+    factories.Dataset()  # before the webhook existed
+    hook_id = run(cli, "create", "dataset/create", receiver.url).output.strip()
+    monkeypatch.setattr(action, "MAX_RECOVER", 1)  # the command pages on
+    result = run(cli, "recover", hook_id, "--since", "2020-01-01T00:00:00Z")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"2 events queued for {hook_id}"
+    deliver_pending()
+    assert receiver.wait_for(2)
+    assert run(cli, "recover", hook_id, "--since", "yesterday").exit_code == 1

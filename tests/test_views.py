@@ -401,3 +401,25 @@ class TestConsentOnThePage:
         )
         assert "Must be 1 or more deliveries per minute" in response.body
         assert 'id="field-rate-limit"' in response.body
+
+
+@pytest.mark.ckan_config("ckan.plugins", "webhooks")
+@pytest.mark.ckan_config("ckanext.webhooks.max_tests_per_minute", 0)
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+def test_recover_since_on_the_page(browser, user, receiver):
+    from ckanext.webhooks.delivery import deliver_pending
+
+    factories.Dataset()  # before the webhook existed
+    hook = create_webhook(user, topic="dataset/create", address=receiver.url)
+    page = f"/webhooks/{hook}"
+    assert 'id="recover-form"' in browser.get(page).body
+    response = browser.submit(
+        page, f"{page}/recover", {"since": "2020-01-01T00:00"}, follow_redirects=True
+    )
+    assert "1 missed event is queued for delivery again." in response.body
+    deliver_pending()
+    assert receiver.wait_for(1)
+    response = browser.submit(
+        page, f"{page}/recover", {"since": "soon"}, follow_redirects=True
+    )
+    assert "Give the next cursor of a page" in response.body

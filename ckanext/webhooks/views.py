@@ -255,12 +255,12 @@ def recover(id: str) -> Any:
             else " "
             + tk._("There is more: recover again from the last event now queued.")
         )
-        tk.h.flash_success(
-            tk._("{n} missed events are queued for delivery again.").format(
-                n=result["queued"]
-            )
-            + more
+        queued = tk.ungettext(
+            "{n} missed event is queued for delivery again.",
+            "{n} missed events are queued for delivery again.",
+            result["queued"],
         )
+        tk.h.flash_success(queued.format(n=result["queued"]) + more)
     return tk.redirect_to("webhooks.read", id=id)
 
 
