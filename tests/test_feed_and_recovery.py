@@ -185,6 +185,13 @@ class TestFilters:
             feed(None, dataset=cast.private["name"], topic="dataset/explode")
         assert set(raised.value.error_dict) == {"dataset", "topic"}
 
+    @pytest.mark.ckan_config("ckanext.webhooks.feed_max_limit", "2")
+    def test_a_page_is_never_bigger_than_the_site_allows(self):
+        for _ in range(3):
+            factories.Dataset()
+        page = feed(None, limit=1000, topic="dataset/create")
+        assert len(page["items"]) == 2 and page["more"] is True
+
     def test_it_works_over_get(self, app):
         factories.Dataset()
         answer = app.get("/api/3/action/webhook_event_list?limit=1&topic=dataset/*")

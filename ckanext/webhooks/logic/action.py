@@ -319,7 +319,8 @@ def webhook_event_list(context: Context, data_dict: DataDict) -> dict[str, Any]:
     :param since: where to start: the ``next`` of the previous page, an ISO
         8601 time (events after it) or an event id (events after it);
         default: the oldest event kept (``delivery_log_days``)
-    :param limit: at most this many items (default 100)
+    :param limit: at most this many items (default and most:
+        ``ckanext.webhooks.feed_max_limit``, 100)
     :param topic: a topic as subscriptions name them (``dataset/update``,
         ``dataset/*``, ``*``)
     :param dataset: only events of this dataset (id or name)

@@ -181,17 +181,23 @@ def webhook_consent_schema(
 @validator_args
 def webhook_event_list_schema(
     ignore_missing: Validator,
+    limit_to_configured_maximum: Validator,
+    webhook_natural_number: Validator,
     webhook_string: Validator,
     webhook_topic: Validator,
     webhook_unknown_fields: Validator,
 ) -> Schema:
-    # Paging as for webhook_list; the filters as for a webhook's.
+    # The filters as for a webhook's.
     filters = webhook_create_schema()
     return {
         "__extras": [webhook_unknown_fields],
         "__junk": [webhook_unknown_fields],
         "since": [ignore_missing, webhook_string],
-        "limit": webhook_list_schema()["limit"],
+        "limit": [
+            ignore_missing,
+            webhook_natural_number,
+            limit_to_configured_maximum("ckanext.webhooks.feed_max_limit", 100),
+        ],
         "topic": [ignore_missing, webhook_string, ignore_missing, webhook_topic],
         "dataset": filters["dataset"],
         "organization": filters["organization"],
