@@ -363,7 +363,7 @@ def _bad_since(field: str) -> tk.ValidationError:
     )
 
 
-MAX_RECOVER = 10_000  # events one webhook_recover call looks at
+MAX_RECOVER = 1000  # events one webhook_recover call looks at (its cost)
 
 
 def webhook_recover(context: Context, data_dict: DataDict) -> dict[str, Any]:
@@ -377,7 +377,7 @@ def webhook_recover(context: Context, data_dict: DataDict) -> dict[str, Any]:
     Events it missed while disabled, unverified or giving up, and events
     from before it existed, go once more with their original ``webhook-id``,
     in order; delivered ones do not go twice. Who may see each is decided at
-    sending, as always. At most 10,000 events are looked at per call: when
+    sending, as always. At most 1,000 events are looked at per call: when
     ``complete`` is false, call again with ``since`` set to ``next``.
     """
     tk.check_access("webhook_recover", context, data_dict)
