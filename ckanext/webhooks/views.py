@@ -249,12 +249,13 @@ def recover(id: str) -> Any:
     since = tk.request.form.get("since", "").strip()
     result = _call_or_flash("webhook_recover", {"id": id, "since": since})
     if result is not None:
-        more = (
-            ""
-            if result["complete"]
-            else " "
-            + tk._("There is more: recover again from the last event now queued.")
-        )
+        more = ""
+        if not result["complete"]:
+            more = " " + tk._(
+                "More events remain: once these are delivered, recover again "
+                "from the time of the last one (or page on with the API's "
+                "webhook_recover and its next)."
+            )
         queued = tk.ungettext(
             "{n} missed event is queued for delivery again.",
             "{n} missed events are queued for delivery again.",
