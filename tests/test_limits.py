@@ -18,6 +18,7 @@ webhooks, fresh users and fresh client addresses.
 from __future__ import annotations
 
 import secrets
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -471,10 +472,13 @@ class TestPingsPerMinute:
         assert [ping(hook, owner)[0] for _ in range(2)] == ["ok", "ok"]
 
     def test_counted_for_all_web_processes_together(self, tmp_path, receiver):
-        """Two pings in this process, the third through a live ``ckan run``."""
+        """Two pings in this process, the third through a live ``ckan run``.
+
+        The count is per calendar minute: the live site is started first, so
+        the three pings take a fraction of a second, and a run whose pings
+        straddle a minute's end is tried again with a fresh webhook.
+        """
         owner, admin = factories.User(), factories.Sysadmin()
-        hook = self._hook(receiver, owner)
-        assert [ping(hook, admin)[0] for _ in range(2)] == ["ok", "ok"]
         token = factories.APIToken(user=owner["name"])["token"]
         site = start_live_site(
             tmp_path,
@@ -485,13 +489,23 @@ class TestPingsPerMinute:
                 "ckan.site_id": tk.config["ckan.site_id"],
             },
         )
+        remote = ckanapi.RemoteCKAN(site.url, apikey=token)
         try:
-            with pytest.raises(ckanapi.ValidationError) as refused:
-                ckanapi.RemoteCKAN(site.url, apikey=token).action.webhook_test(id=hook)
+            for _ in range(3):
+                hook = self._hook(receiver, owner)
+                minute = int(time.time() // 60)
+                assert [ping(hook, admin)[0] for _ in range(2)] == ["ok", "ok"]
+                try:
+                    remote.action.webhook_test(id=hook)
+                except ckanapi.ValidationError as error:
+                    refused = error
+                    break
+                assert int(time.time() // 60) != minute, "a third ping went"
+            else:
+                pytest.fail("every try straddled a minute's end")
         finally:
             site.stop()
-        assert "id" in refused.value.error_dict
-        assert receiver.count == 2
+        assert "id" in refused.error_dict
 
     def test_the_web_page_says_so_without_a_server_error(self, app, receiver):
         hook = self._hook(receiver, None)
