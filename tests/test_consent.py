@@ -272,8 +272,9 @@ class TestCallback:
         by_path = {h.path: h for h in receiver.handshakes}
         token = by_path["/"].headers["WebHook-Request-Callback"].rsplit("/", 1)[1]
         missing = app.get("/webhooks/consent/no-such-webhook/x", status=404).body
+        wrong = token[:-1] + ("B" if token.endswith("A") else "A")
         for path in (
-            f"/webhooks/consent/{hook}/{token[:-1]}A",  # a wrong token
+            f"/webhooks/consent/{hook}/{wrong}",  # a wrong token
             f"/webhooks/consent/{other}/{token}",  # another webhook's
             f"/webhooks/consent/{hook}/",
         ):
