@@ -427,3 +427,19 @@ def test_paging_while_another_thread_writes_sees_each_event_once():
     seen += entity_ids(everything(None, since=since, topic="dataset/create"))
     assert sorted(seen) == sorted(written)
     assert len(seen) == len(set(seen))
+
+
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+def test_a_long_transaction_in_another_database_does_not_hold_the_feed_back():
+    """The DataStore's database, say, loading a big file in one transaction."""
+    from sqlalchemy import create_engine
+
+    other = create_engine(model.meta.engine.url.set(database="postgres"))
+    with other.connect() as loading:
+        transaction = loading.begin()
+        loading.execute(text("SELECT txid_current()"))  # it holds a txid
+        dataset = factories.Dataset()
+        items = everything(None, topic="dataset/create")
+        transaction.rollback()
+    other.dispose()
+    assert entity_ids(items) == [dataset["id"]]

@@ -11,9 +11,9 @@ Positions. An event's ``sequence`` is taken when it is inserted, but
 transactions commit in another order: paging by it alone would step over an
 event whose transaction commits after a later one was read. So the feed
 pages by ``(txid, sequence)``, the writing transaction's id first, and shows
-only events of transactions older than every transaction still running
-(``txid_snapshot_xmin``): whatever commits later has a larger position than
-anything already shown.
+only events of transactions older than every transaction still running in
+this database: whatever commits later has a larger position than anything
+already shown.
 
 The cursor is sealed: it carries that position, encrypted and authenticated
 under the site's ``SECRET_KEY``, so it does not tell how many hidden events
@@ -135,11 +135,33 @@ def position_of(since: str | None) -> Position:
     return first_after[0], first_after[1] - 1
 
 
+# The oldest transaction still running in this database, as a 64-bit txid
+# (pg_stat_activity gives 32-bit xids: the epoch comes from the snapshot).
+# Not txid_snapshot_xmin, which counts every database of the cluster: a long
+# load into another database (the DataStore's, say) would hold the feed back.
+_SETTLED = text(
+    """
+    WITH now AS (SELECT txid_snapshot_xmax(txid_current_snapshot()) AS xmax),
+    running AS (
+        SELECT ((now.xmax >> 32) << 32) + CAST(CAST(a.backend_xid AS text) AS bigint)
+            AS txid, now.xmax
+        FROM pg_stat_activity a, now
+        WHERE a.datname = current_database() AND a.backend_xid IS NOT NULL
+          AND a.pid != pg_backend_pid()
+    )
+    SELECT coalesce(
+        min(CASE WHEN txid > xmax THEN txid - 4294967296 ELSE txid END),
+        (SELECT xmax FROM now))
+    FROM running
+    """
+)
+
+
 def _settled() -> int:
-    """Transactions with smaller ids than this have all ended."""
-    return model.Session.execute(
-        text("SELECT txid_snapshot_xmin(txid_current_snapshot())")
-    ).scalar()
+    """Transactions of this database with smaller ids than this have ended."""
+    # pg_stat_activity is read once per transaction unless told otherwise.
+    model.Session.execute(text("SELECT pg_stat_clear_snapshot()"))
+    return model.Session.execute(_SETTLED).scalar()
 
 
 def topic_condition(topic: str | None) -> tuple[str, dict[str, Any]]:
@@ -160,8 +182,7 @@ class Page:
 
 _EVENTS = """
     SELECT e.* FROM webhook_event e
-    WHERE (e.txid, e.sequence) > (:txid, :sequence)
-      AND e.txid < txid_snapshot_xmin(txid_current_snapshot())
+    WHERE (e.txid, e.sequence) > (:txid, :sequence) AND e.txid < :settled
       AND e.topic != :ping AND e.entity_type != 'webhook'
 """
 
@@ -182,7 +203,12 @@ def read(
     """
     after = position_of(since)
     sql = _EVENTS
-    params: dict[str, Any] = {"txid": after[0], "sequence": after[1], "ping": PING}
+    params: dict[str, Any] = {
+        "txid": after[0],
+        "sequence": after[1],
+        "settled": _settled(),
+        "ping": PING,
+    }
     condition, topic_params = topic_condition(topic)
     sql += condition
     params.update(topic_params)
