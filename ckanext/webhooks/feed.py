@@ -139,6 +139,8 @@ def position_of(since: str | None) -> Position:
 # (pg_stat_activity gives 32-bit xids: the epoch comes from the snapshot).
 # Not txid_snapshot_xmin, which counts every database of the cluster: a long
 # load into another database (the DataStore's, say) would hold the feed back.
+# Events are written only by CKAN's own processes, whose role sees its own
+# sessions' xids in pg_stat_activity.
 _SETTLED = text(
     """
     WITH now AS (SELECT txid_snapshot_xmax(txid_current_snapshot()) AS xmax),
