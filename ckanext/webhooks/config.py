@@ -136,6 +136,10 @@ def anonymous_lease_days() -> int:
     return _option("anonymous_lease_days")
 
 
+def coalesce_seconds() -> int:
+    return max(0, _option("coalesce_seconds"))
+
+
 def site_origin() -> str:
     """The site's host (and port, if any) from ``ckan.site_url``: what the
     consent handshake names as ``WebHook-Request-Origin``."""

@@ -26,11 +26,13 @@ import ckan.plugins as p
 from ckan.model.domain_object import DomainObjectOperation
 from sqlalchemy import event as sa_event
 from sqlalchemy import inspect, text
+from sqlalchemy.sql.elements import TextClause
 
 from ckanext.webhooks import topics
+from ckanext.webhooks.dataset_state import DATA_FIELDS, observe_sql
 from ckanext.webhooks.matching import matching_webhooks_sql
 from ckanext.webhooks.model import make_event_id, utcnow
-from ckanext.webhooks.vocabulary import DELIVERY_CHANNEL
+from ckanext.webhooks.vocabulary import DATA_CHANGED, DELIVERY_CHANNEL
 
 __all__ = [
     "publish",
@@ -55,37 +57,54 @@ _TRACKED = {
     model.Group: ("state",),
 }
 
+
 # One round trip: the savepoint, the event, and a notification for a
 # lingering job if some webhook wants the event (PostgreSQL delivers it at
 # commit, once per transaction however many events ask, and drops it on
 # rollback). Every event is kept, for the feed and for recovery (feed.py);
-# one that no webhook wants now is born expanded, and wakes nobody.
-_INSERT_EVENT = text(
-    f"""
+# one that no webhook wants now is born expanded, and wakes nobody. Dataset
+# and resource events first save the dataset's state (dataset_state.py), for
+# the filters and the ``changes`` list.
+def _insert_statement(*, dataset: bool) -> TextClause:
+    none = "CAST(NULL AS jsonb)"
+    before, after = (
+        ("COALESCE(f.before, f.after)", "f.after") if dataset else (none, none)
+    )
+    return text(
+        f"""
     SAVEPOINT ckanext_webhooks_event;
-    WITH inserted AS (
+    WITH {observe_sql() + "," if dataset else ""} inserted AS (
         INSERT INTO webhook_event
             (id, topic, entity_type, entity_id, package_id, organization_id,
              previous_package_id, previous_organization_id, private, snapshot,
-             created, expanded)
+             before, after, changes, created, expanded)
         SELECT :id, :topic, :entity_type, :entity_id, :package_id,
                :organization_id, :previous_package_id, :previous_organization_id,
-               :private, :snapshot, :created, NOT EXISTS ({
-        matching_webhooks_sql(
-            topics="CAST(:subscriptions AS text[])",
-            package_id=":package_id",
-            previous_package_id=":previous_package_id",
-            organization_id=":organization_id",
-            previous_organization_id=":previous_organization_id",
-        )
-    })
-        RETURNING expanded
+               :private, :snapshot,
+               {before}, {after}, {"f.changes" if dataset else "NULL"},
+               :created, NOT EXISTS ({
+            matching_webhooks_sql(
+                topics="CAST(:subscriptions AS text[])",
+                package_id=":package_id",
+                previous_package_id=":previous_package_id",
+                organization_id=":organization_id",
+                previous_organization_id=":previous_organization_id",
+                before=before,
+                after=after,
+            )
+        })
+        {"FROM facets f" if dataset else ""}
+        RETURNING expanded, changes
     ), notified AS (
         SELECT pg_notify('{DELIVERY_CHANNEL}', '') FROM inserted WHERE NOT expanded
     )
-    SELECT NOT expanded, (SELECT count(*) FROM notified) FROM inserted
+    SELECT NOT expanded, changes, (SELECT count(*) FROM notified) FROM inserted
     """
-)
+    )
+
+
+_INSERT_EVENT = _insert_statement(dataset=False)
+_INSERT_DATASET_EVENT = _insert_statement(dataset=True)
 
 
 # Delivered by PostgreSQL at commit (and dropped on rollback): wakes a
@@ -226,8 +245,11 @@ def _first_time(session: Any, topic: str, entity_id: str, kind: str) -> bool:
     return True
 
 
-def _insert(session: Any, **event: Any) -> tuple[str, bool]:
-    """Write the event; return its id, and whether some webhook wants it."""
+def _insert(
+    session: Any, statement: TextClause = _INSERT_EVENT, **event: Any
+) -> tuple[str, bool, list[str] | None]:
+    """Write the event; return its id, whether some webhook wants it, and
+    the fields that changed (dataset and resource events)."""
     event.setdefault("previous_package_id", None)
     event.setdefault("previous_organization_id", None)
     event_id = make_event_id()
@@ -238,7 +260,7 @@ def _insert(session: Any, **event: Any) -> tuple[str, bool]:
     # session's commit hooks (CKAN's notify among them) for the savepoint.
     try:
         row = session.execute(
-            _INSERT_EVENT,
+            statement,
             {
                 "id": event_id,
                 "created": utcnow(),
@@ -253,7 +275,7 @@ def _insert(session: Any, **event: Any) -> tuple[str, bool]:
     wanted = bool(row and row[0])
     if wanted:
         session.info[_WAKE] = True
-    return event_id, wanted
+    return event_id, wanted, row[1] if row else None
 
 
 def record_change(entity: Any, operation: str) -> None:
@@ -281,18 +303,24 @@ def record_change(entity: Any, operation: str) -> None:
         if isinstance(entity, model.Resource)
         else None
     )
-    _insert(
-        session,
-        topic=topic,
-        entity_type=entity_type,
-        entity_id=entity.id,
-        package_id=pkg.id,
-        organization_id=pkg.owner_org,
-        previous_package_id=previous_pkg,
-        previous_organization_id=previous_org,
-        private=private,
-        snapshot=json.dumps(_snapshot(entity, pkg)),
-    )
+    event = {
+        "entity_type": entity_type,
+        "entity_id": entity.id,
+        "package_id": pkg.id,
+        "organization_id": pkg.owner_org,
+        "previous_package_id": previous_pkg,
+        "previous_organization_id": previous_org,
+        "private": private,
+        "snapshot": json.dumps(_snapshot(entity, pkg)),
+        "resource_id": entity.id if entity_type == "resource" else None,
+    }
+    _, _, changes = _insert(session, _INSERT_DATASET_EVENT, topic=topic, **event)
+    if (
+        topic == "resource/update"
+        and DATA_FIELDS.intersection(changes or ())
+        and _first_time(session, DATA_CHANGED, entity.id, entity_type)
+    ):
+        _insert(session, _INSERT_DATASET_EVENT, topic=DATA_CHANGED, **event)
 
 
 def _record_group_changes(session: Any) -> None:
@@ -367,7 +395,7 @@ def publish(
         raise ValueError(f"{topic!r} cannot be published as a custom event")
     session = model.Session()
     pkg = model.Package.get(dataset) if dataset else None
-    return _insert(
+    event_id, wanted, _ = _insert(
         session,
         topic=topic,
         entity_type="custom",
@@ -377,3 +405,4 @@ def publish(
         private=bool(pkg and pkg.private),
         snapshot=json.dumps(data, separators=(",", ":")),
     )
+    return event_id, wanted

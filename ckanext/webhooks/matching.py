@@ -5,29 +5,70 @@ is one branch of a UNION ALL with a partial index of its own, so matching is
 an index lookup whatever the number of webhooks (``bench/write_path.py``
 prints the plan). A dataset (or resource) that moved is matched by its
 previous dataset and organization too.
+
+A webhook may also filter by group, tag, resource format and licence
+(``filter_*``: any of the listed values; all given fields must match). They
+are checked on the dataset as it was before the event's transaction and as
+it is after (``dataset_state.py``): a dataset that matches either way is
+delivered, and ``filter`` tells the subscriber whether it ``entered`` the
+set, ``left`` it, or ``matched`` all along. Events without a dataset
+(organizations, groups, custom events) have no facets and reach only
+webhooks without filters.
 """
 
 from __future__ import annotations
 
-__all__ = ["matching_webhooks_sql"]
+__all__ = ["filters_sql", "label_sql", "matching_webhooks_sql"]
 
 _MATCHING = """
-    SELECT w.id FROM webhook w
+    SELECT w.id, {label} AS filter FROM webhook w
     WHERE w.active AND w.package_id IS NOT NULL
       AND w.package_id IN ({package_id}, {previous_package_id})
       AND w.topic = ANY({topics})
       AND (w.organization_id IS NULL
            OR w.organization_id IN ({organization_id}, {previous_organization_id}))
+      AND {filtered}
     UNION ALL
-    SELECT w.id FROM webhook w
+    SELECT w.id, {label} FROM webhook w
     WHERE w.active AND w.package_id IS NULL AND w.organization_id IS NOT NULL
       AND w.organization_id IN ({organization_id}, {previous_organization_id})
       AND w.topic = ANY({topics})
+      AND {filtered}
     UNION ALL
-    SELECT w.id FROM webhook w
+    SELECT w.id, {label} FROM webhook w
     WHERE w.active AND w.package_id IS NULL AND w.organization_id IS NULL
       AND w.topic = ANY({topics})
+      AND {filtered}
 """
+
+
+def filters_sql(facets: str) -> str:
+    """True when webhook ``w``'s filters match ``facets`` (a JSON object of
+    ``dataset_state``, or null: then only a webhook without filters)."""
+    return f"""(
+        (w.filter_groups IS NULL
+         OR COALESCE(({facets})->'groups' ?| w.filter_groups, false))
+        AND (w.filter_tags IS NULL
+             OR COALESCE(({facets})->'tags' ?| w.filter_tags, false))
+        AND (w.filter_formats IS NULL
+             OR COALESCE(({facets})->'formats' ?| w.filter_formats, false))
+        AND (w.filter_licenses IS NULL
+             OR COALESCE(({facets})->>'license_id' = ANY(w.filter_licenses), false)))"""
+
+
+def _within(facets: str) -> str:
+    """``filters_sql`` and the webhook's organization, for entering/leaving."""
+    return f"""({filters_sql(facets)} AND (w.organization_id IS NULL
+        OR w.organization_id = ({facets})->>'org'))"""
+
+
+def label_sql(before: str, after: str) -> str:
+    """The ``filter`` of webhook ``w`` for an event with these facets."""
+    return f"""CASE WHEN ({after}) IS NULL THEN NULL
+        WHEN {_within(before)} AND {_within(after)} THEN 'matched'
+        WHEN {_within(after)} THEN 'entered'
+        WHEN {_within(before)} THEN 'left'
+        ELSE 'matched' END"""
 
 
 def matching_webhooks_sql(
@@ -37,9 +78,16 @@ def matching_webhooks_sql(
     previous_package_id: str,
     organization_id: str,
     previous_organization_id: str,
+    before: str,
+    after: str,
 ) -> str:
-    """The query, with SQL expressions (bind parameters or columns) filled in."""
+    """The query, with SQL expressions (bind parameters or columns) filled in;
+    ``before`` and ``after`` are the event's facets. Each row is a webhook
+    and its ``filter``: matched, entered, left (null for events without a
+    dataset)."""
     return _MATCHING.format(
+        filtered=f"({filters_sql(before)} OR {filters_sql(after)})",
+        label=label_sql(before, after),
         topics=topics,
         package_id=package_id,
         previous_package_id=previous_package_id,

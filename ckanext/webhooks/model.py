@@ -25,6 +25,7 @@ from sqlalchemy import (
     UnicodeText,
     text,
 )
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from ckanext.webhooks.http import receiver_host
 from ckanext.webhooks.vocabulary import EVENT_PREFIX, SECRET_PREFIX, DeliveryStatus
@@ -32,6 +33,7 @@ from ckanext.webhooks.vocabulary import EVENT_PREFIX, SECRET_PREFIX, DeliverySta
 __all__ = [
     "Webhook",
     "WebhookAttempt",
+    "WebhookDatasetState",
     "WebhookDelivery",
     "WebhookEvent",
     "make_event_id",
@@ -80,6 +82,12 @@ class Webhook(tk.BaseModel):
     previous_secret_expires = Column(DateTime, nullable=True)
     package_id = Column(UnicodeText, nullable=True)
     organization_id = Column(UnicodeText, nullable=True)
+    # Open-data filters (matching.py): None is no filter on that field; a
+    # list matches any of its values. Groups by id, formats in upper case.
+    filter_groups = Column(ARRAY(UnicodeText), nullable=True)
+    filter_tags = Column(ARRAY(UnicodeText), nullable=True)
+    filter_formats = Column(ARRAY(UnicodeText), nullable=True)
+    filter_licenses = Column(ARRAY(UnicodeText), nullable=True)
     active = Column(Boolean, nullable=False, default=True)
     disabled_reason = Column(UnicodeText, nullable=True)
     disabled_at = Column(DateTime, nullable=True)
@@ -182,6 +190,11 @@ class WebhookEvent(tk.BaseModel):
     previous_organization_id = Column(UnicodeText, nullable=True)
     private = Column(Boolean, nullable=False, default=False)
     snapshot = Column(UnicodeText, nullable=False, default="{}")
+    # A dataset's facets before and after the event's transaction
+    # (dataset_state.py), and the top-level fields that changed.
+    before = Column(JSONB, nullable=True)
+    after = Column(JSONB, nullable=True)
+    changes = Column(ARRAY(UnicodeText), nullable=True)
     created = Column(DateTime, nullable=False, default=utcnow)
     expanded = Column(Boolean, nullable=False, default=False)
 
@@ -210,6 +223,24 @@ class WebhookDelivery(tk.BaseModel):
     last_error = Column(UnicodeText, nullable=True)
     # The webhook's own number for this delivery, given when first sent.
     sequence = Column(BigInteger, nullable=True)
+    # "matched", "entered" or "left" (matching.py) for dataset and resource
+    # events; how many updates this delivery stands for and, when more than
+    # one, the union of their changes (delivery/outbox.py).
+    filter = Column(UnicodeText, nullable=True)
+    coalesced = Column(Integer, nullable=False, default=1, server_default="1")
+    changes = Column(ARRAY(UnicodeText), nullable=True)
+
+
+class WebhookDatasetState(tk.BaseModel):
+    """What filters look at and a digest of every field of one dataset, as of
+    the last recorded change and as before the transaction that made it."""
+
+    __tablename__ = "webhook_dataset_state"
+
+    package_id = Column(UnicodeText, primary_key=True)
+    txid = Column(BigInteger, nullable=False)
+    before = Column(JSONB, nullable=True)
+    current = Column(JSONB, nullable=False)
 
 
 class WebhookAttempt(tk.BaseModel):

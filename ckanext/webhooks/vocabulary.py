@@ -12,6 +12,7 @@ import enum
 __all__ = [
     "CUSTOM_PREFIX",
     "DATASET_TOPICS",
+    "DATA_CHANGED",
     "DELIVERY_CHANNEL",
     "EVENT_PREFIX",
     "GONE_REASON",
@@ -32,7 +33,13 @@ SECRET_PREFIX = "whsec_"
 EVENT_PREFIX = "evt_"
 
 DATASET_TOPICS = ("dataset/create", "dataset/update", "dataset/delete")
-RESOURCE_TOPICS = ("resource/create", "resource/update", "resource/delete")
+RESOURCE_TOPICS = (
+    "resource/create",
+    "resource/update",
+    "resource/data_changed",
+    "resource/delete",
+)
+DATA_CHANGED = "resource/data_changed"
 ORGANIZATION_TOPICS = (
     "organization/create",
     "organization/update",
@@ -66,6 +73,7 @@ class DeliveryStatus(str, enum.Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     SKIPPED = "skipped"  # the owner may not see the event, or the hook is off
+    COALESCED = "coalesced"  # merged into a later update of the same entity
 
 
 class AttemptOutcome(str, enum.Enum):

@@ -58,7 +58,8 @@ def _claim_statement(due: str) -> TextClause:
             FOR UPDATE SKIP LOCKED
         ) due
         WHERE d.id = due.id
-        RETURNING d.id, d.event_id, d.webhook_id, d.attempts, d.sequence
+        RETURNING d.id, d.event_id, d.webhook_id, d.attempts, d.sequence,
+                  d.filter, d.coalesced, d.changes
         """
     )
 
@@ -80,13 +81,18 @@ _RELEASE = text(
 @dataclasses.dataclass
 class Claim:
     """One claimed delivery: the event, its webhook, which attempt this is,
-    and the webhook's number for it (None until it is first sent)."""
+    the webhook's number for it (None until it is first sent), and what the
+    delivery adds to the event (its filter label, the updates it stands for:
+    ``payload.Shape``)."""
 
     delivery_id: int
     event: WebhookEvent
     webhook: Webhook
     attempt: int
     sequence: int | None = None
+    filter: str | None = None
+    coalesced: int = 1
+    changes: list[str] | None = None
 
 
 def lease_for(deadline_seconds: float) -> datetime.timedelta:
@@ -116,7 +122,16 @@ def claim_due(limit: int, lease: datetime.timedelta) -> list[Claim]:
         )
     }
     return [
-        Claim(r.id, events[r.event_id], hooks[r.webhook_id], r.attempts, r.sequence)
+        Claim(
+            r.id,
+            events[r.event_id],
+            hooks[r.webhook_id],
+            r.attempts,
+            r.sequence,
+            r.filter,
+            r.coalesced,
+            r.changes,
+        )
         for r in rows
         if r.event_id in events and r.webhook_id in hooks
     ]

@@ -7,14 +7,17 @@ from the one SQL definition shared with capture (``matching.py``).
 
 from __future__ import annotations
 
+import datetime
+
 import ckan.model as model
 from sqlalchemy import text
 
-from ckanext.webhooks.matching import matching_webhooks_sql
+from ckanext.webhooks import config as cfg
+from ckanext.webhooks.matching import filters_sql, label_sql, matching_webhooks_sql
 from ckanext.webhooks.model import utcnow
-from ckanext.webhooks.vocabulary import PING, DeliveryStatus
+from ckanext.webhooks.vocabulary import DATA_CHANGED, PING, DeliveryStatus
 
-__all__ = ["expand_events", "recover"]
+__all__ = ["COALESCIBLE", "expand_events", "recover"]
 
 # The topics a subscription may name to receive an event of topic ``{topic}``.
 _SUBSCRIBED_BY = "ARRAY[{topic}, split_part({topic}, '/', 1) || '/*', '*']"
@@ -31,12 +34,17 @@ _EXPAND = text(
         UPDATE webhook_event e SET expanded = true
         FROM claimed WHERE e.id = claimed.id
         RETURNING e.id, e.topic, e.package_id, e.organization_id,
-                  e.previous_package_id, e.previous_organization_id, e.sequence
+                  e.previous_package_id, e.previous_organization_id, e.sequence,
+                  e.before, e.after
     ), inserted AS (
         INSERT INTO webhook_delivery
             (event_id, webhook_id, status, attempts, next_attempt_at,
-             created, updated)
-        SELECT m.id, w.id, :pending, 0, :now, :now, :now
+             created, updated, filter)
+        SELECT m.id, w.id, :pending, 0,
+               -- An update opens a window for more of its entity (coalescing).
+               CASE WHEN m.topic = ANY(:coalescible) THEN :now + :window
+                    ELSE :now END,
+               :now, :now, w.filter
         FROM marked m
         CROSS JOIN LATERAL ({
         matching_webhooks_sql(
@@ -45,6 +53,8 @@ _EXPAND = text(
             previous_package_id="m.previous_package_id",
             organization_id="m.organization_id",
             previous_organization_id="m.previous_organization_id",
+            before="m.before",
+            after="m.after",
         )
     }) w
         -- An event's deliveries get neighbouring ids, so they are claimed
@@ -53,19 +63,86 @@ _EXPAND = text(
         ON CONFLICT ON CONSTRAINT uq_webhook_delivery DO NOTHING
         RETURNING 1
     )
-    SELECT (SELECT count(*) FROM marked), (SELECT count(*) FROM inserted)
+    SELECT (SELECT count(*) FROM marked), ARRAY(SELECT id FROM marked)
     """
 )
 
+# The updates of one entity that wait in their window for one webhook become
+# one delivery: the latest event, due when the first one was, standing for
+# all of them with the union of their changes; the others are marked
+# coalesced (kept, so that recovery does not send them again). A create or
+# delete of the entity closes its open windows at once, so that it never
+# overtakes the update before it.
+_COALESCE = text(
+    f"""
+    WITH touched AS (
+        SELECT DISTINCT d.webhook_id, e.entity_id
+        FROM webhook_delivery d JOIN webhook_event e ON e.id = d.event_id
+        WHERE d.event_id = ANY(:events) AND e.entity_type IN ('dataset', 'resource')
+    ), open AS (
+        SELECT d.id, e.topic, d.coalesced, COALESCE(d.changes, e.changes) AS changes,
+               max(d.id) OVER same AS keeper,
+               min(d.next_attempt_at) OVER same AS due,
+               sum(d.coalesced) OVER same AS total,
+               count(*) OVER same AS n,
+               bool_or(NOT e.topic = ANY(:coalescible)) OVER entity AS closing
+        FROM touched t
+        JOIN webhook_delivery d ON d.webhook_id = t.webhook_id
+             AND d.status = '{DeliveryStatus.PENDING.value}'
+             AND d.sequence IS NULL AND d.attempts = 0
+             AND d.next_attempt_at >= :now
+        JOIN webhook_event e ON e.id = d.event_id AND e.entity_id = t.entity_id
+        WINDOW same AS (PARTITION BY d.webhook_id, e.entity_id, e.topic),
+               entity AS (PARTITION BY d.webhook_id, e.entity_id)
+    ), kept AS (
+        SELECT o.keeper, ARRAY(
+            SELECT DISTINCT c FROM open o2, unnest(o2.changes) c
+            WHERE o2.keeper = o.keeper ORDER BY c) AS changes
+        FROM open o WHERE o.n > 1 AND o.id = o.keeper
+    ), merged AS (
+        UPDATE webhook_delivery d
+        SET status = CASE WHEN d.id = o.keeper THEN d.status
+                          ELSE '{DeliveryStatus.COALESCED.value}' END,
+            coalesced = CASE WHEN d.id = o.keeper THEN o.total ELSE d.coalesced END,
+            changes = CASE WHEN d.id = o.keeper THEN k.changes ELSE d.changes END,
+            next_attempt_at = CASE WHEN o.closing THEN :now ELSE o.due END,
+            updated = :now
+        FROM open o LEFT JOIN kept k ON k.keeper = o.keeper
+        WHERE d.id = o.id AND o.topic = ANY(:coalescible) AND (o.n > 1 OR o.closing)
+        RETURNING d.status
+    )
+    SELECT count(*) FILTER (WHERE status = '{DeliveryStatus.COALESCED.value}')
+    FROM merged
+    """
+)
+
+# Topics whose deliveries may be merged: updates, never creates or deletes.
+COALESCIBLE = ["dataset/update", "resource/update", DATA_CHANGED]
+
 
 def expand_events(limit: int = 500) -> int:
-    """Turn new events into one delivery per matching webhook; return events."""
+    """Turn new events into one delivery per matching webhook; return events.
+
+    With ``ckanext.webhooks.coalesce_seconds`` an update's deliveries wait
+    that long for more updates of the same entity, merged into them."""
+    window = datetime.timedelta(seconds=cfg.coalesce_seconds())
     total = 0
     while True:
-        events, _ = model.Session.execute(
+        now = utcnow()
+        events, ids = model.Session.execute(
             _EXPAND,
-            {"limit": limit, "now": utcnow(), "pending": DeliveryStatus.PENDING.value},
+            {
+                "limit": limit,
+                "now": now,
+                "pending": DeliveryStatus.PENDING.value,
+                "window": window,
+                "coalescible": COALESCIBLE,
+            },
         ).one()
+        if window and ids:
+            model.Session.execute(
+                _COALESCE, {"events": ids, "now": now, "coalescible": COALESCIBLE}
+            )
         model.Session.commit()
         total += events
         if events < limit:
@@ -80,7 +157,9 @@ def expand_events(limit: int = 500) -> int:
 _RECOVER = text(
     f"""
     WITH wanted AS (
-        SELECT e.id, e.txid, e.sequence FROM webhook_event e, webhook w
+        SELECT e.id, e.txid, e.sequence,
+               {label_sql("e.before", "e.after")} AS filter
+        FROM webhook_event e, webhook w
         WHERE w.id = :webhook
           AND (e.txid, e.sequence) > (:after_txid, :after_sequence)
           AND (e.txid, e.sequence) <= (:upto_txid, :upto_sequence)
@@ -91,17 +170,18 @@ _RECOVER = text(
           AND (w.organization_id IS NULL
                OR w.organization_id IN (e.organization_id,
                                         e.previous_organization_id))
+          AND ({filters_sql("e.before")} OR {filters_sql("e.after")})
         ORDER BY e.txid, e.sequence
         LIMIT :limit
     ), queued AS (
         INSERT INTO webhook_delivery AS d
             (event_id, webhook_id, status, attempts, next_attempt_at,
-             created, updated)
+             created, updated, filter)
         SELECT id, :webhook, :pending, 0,
                CAST(:now AS timestamp)
                    + row_number() OVER (ORDER BY txid, sequence)
                      * interval '1 microsecond',
-               :now, :now
+               :now, :now, filter
         FROM wanted
         ON CONFLICT ON CONSTRAINT uq_webhook_delivery DO UPDATE
         SET status = :pending, attempts = 0, lease_until = NULL,

@@ -28,9 +28,20 @@ from ckanext.webhooks import config as cfg
 from ckanext.webhooks.interfaces import IWebhooks
 from ckanext.webhooks.logic.dictization import webhook_dictize
 from ckanext.webhooks.model import Webhook, WebhookEvent, utcnow
-from ckanext.webhooks.vocabulary import isoformat
+from ckanext.webhooks.vocabulary import DATA_CHANGED, isoformat
 
-__all__ = ["Template", "event_body", "render", "render_spliced", "signing_secrets"]
+__all__ = [
+    "CHANGE_TOPICS",
+    "Shape",
+    "Template",
+    "event_body",
+    "render",
+    "render_spliced",
+    "signing_secrets",
+]
+
+# Topics whose payloads list the top-level fields that changed.
+CHANGE_TOPICS = frozenset({"dataset/update", "resource/update", DATA_CHANGED})
 
 # Stand in for the sequence and the webhook id while a template is
 # serialised: json.dumps writes them as "\u0000...", which no value ever is.
@@ -52,7 +63,7 @@ def signing_secrets(webhook: Webhook, now: datetime.datetime) -> list[str]:
 
 def event_body(event: WebhookEvent, entity: Any) -> dict[str, Any]:
     """What every delivery of ``event`` carries, and the event feed too."""
-    return {
+    body = {
         "id": event.id,
         "topic": event.topic,
         "type": event.topic,
@@ -61,16 +72,44 @@ def event_body(event: WebhookEvent, entity: Any) -> dict[str, Any]:
         "entity_type": event.entity_type,
         "entity": entity,
     }
+    if event.topic in CHANGE_TOPICS:
+        body["changes"] = event.changes
+    return body
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    """What one delivery adds to its event's body: whether the dataset
+    entered, left or stayed in the webhook's filter, and how many updates it
+    stands for (``coalesced`` above 1 with the union of their ``changes``)."""
+
+    filter: str | None = None
+    coalesced: int = 1
+    changes: list[str] | None = None
+
+    def apply(self, payload: dict[str, Any]) -> dict[str, Any]:
+        if self.filter is not None:
+            payload["filter"] = self.filter
+        if self.coalesced > 1:
+            payload["coalesced"] = self.coalesced
+            payload["changes"] = self.changes
+        return payload
 
 
 def _payload(
-    event: WebhookEvent, webhook_id: str, sequence: Any, entity: Any
+    event: WebhookEvent,
+    webhook_id: str,
+    sequence: Any,
+    entity: Any,
+    shape: Shape = Shape(),
 ) -> dict[str, Any]:
     """The body of one delivery: ``sequence`` is the webhook's own count
     (``delivery/sequencing.py``), null for a ping."""
     shared = event_body(event, entity)
     first = {key: shared[key] for key in ("id", "topic", "type", "timestamp")}
-    return {**first, "sequence": sequence, "webhook_id": webhook_id, **shared}
+    return shape.apply(
+        {**first, "sequence": sequence, "webhook_id": webhook_id, **shared}
+    )
 
 
 def _dumps(payload: dict[str, Any]) -> bytes:
@@ -88,10 +127,12 @@ class Template:
     tail: bytes
 
     @classmethod
-    def of(cls, event: WebhookEvent, entity: Any) -> Template | None:
+    def of(
+        cls, event: WebhookEvent, entity: Any, shape: Shape = Shape()
+    ) -> Template | None:
         """None if the body cannot be cut in one place each (the entity holds
         a mark itself): its deliveries are then rendered one by one."""
-        whole = _dumps(_payload(event, _MARK, _SEQUENCE_MARK, entity))
+        whole = _dumps(_payload(event, _MARK, _SEQUENCE_MARK, entity, shape))
         head, found, rest = whole.partition(_SEQUENCE_MARK_JSON)
         middle, mark, tail = rest.partition(_MARK_JSON)
         if not (found and mark) or _MARK_JSON in tail or _SEQUENCE_MARK_JSON in rest:
@@ -105,10 +146,14 @@ class Template:
 
 
 def render(
-    event: WebhookEvent, webhook: Webhook, entity: Any, sequence: int | None
+    event: WebhookEvent,
+    webhook: Webhook,
+    entity: Any,
+    sequence: int | None,
+    shape: Shape = Shape(),
 ) -> tuple[bytes, dict[str, str]]:
     """The body and headers of ``event`` for ``webhook``, ``entity`` as shown."""
-    payload = _payload(event, webhook.id, sequence, entity)
+    payload = _payload(event, webhook.id, sequence, entity, shape)
     plugins = list(p.PluginImplementations(IWebhooks))
     if plugins:
         view = webhook_dictize(webhook)

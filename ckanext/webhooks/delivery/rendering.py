@@ -19,13 +19,20 @@ import dataclasses
 import logging
 from typing import Any
 
+import ckan.authz as authz
+import ckan.model as model
 import ckan.plugins as p
 
 from ckanext.webhooks import config as cfg
 from ckanext.webhooks import leases
 from ckanext.webhooks.delivery import sequencing
 from ckanext.webhooks.delivery.claiming import Claim
-from ckanext.webhooks.delivery.payload import Template, render, render_spliced
+from ckanext.webhooks.delivery.payload import (
+    Shape,
+    Template,
+    render,
+    render_spliced,
+)
 from ckanext.webhooks.delivery.visibility import EntityViews, Hidden, ReaderClassViews
 from ckanext.webhooks.interfaces import IWebhooks
 from ckanext.webhooks.model import utcnow
@@ -81,9 +88,9 @@ class Renderer:
         # Owners share a view: a plugin shaping payloads gets its own copy,
         # and each delivery its own serialisation.
         self._shaped = any(True for _ in p.PluginImplementations(IWebhooks))
-        # Per (event, view): the view is held by its template, so the id of
-        # the view is not reused while it is a key.
-        self._templates: dict[tuple[str, int], Template | None] = {}
+        # Per (event, view, filter): the view is held by its template, so the
+        # id of the view is not reused while it is a key.
+        self._templates: dict[tuple[str, int, str | None], Template | None] = {}
 
     def render(self, claims: list[Claim]) -> tuple[list[Prepared], list[Claim]]:
         views = EntityViews() if self.per_owner else ReaderClassViews(self._carried)
@@ -102,7 +109,8 @@ class Renderer:
             if _key(claim) not in self._previous
         )
         seen: dict[tuple[str, str | None], Any] = {}
-        shown: list[tuple[Claim, Any]] = []
+        shown: list[tuple[Claim, Any, Shape]] = []
+        readers = _PrivateReaders()
         for claim in sendable:
             key = _key(claim)
             if key not in seen:
@@ -111,21 +119,25 @@ class Renderer:
                     if key in self._previous
                     else _view(views, claim)
                 )
-            entity = seen[key]
-            if isinstance(entity, Hidden):
+            placed = _place(claim, seen[key], readers)
+            if placed is None:
                 skipped.append(claim)
             else:
-                shown.append((claim, entity))
+                shown.append((claim, *placed))
         # Numbered only now: what is not sent takes no number.
-        sequencing.number([claim for claim, _ in shown if claim.event.topic != PING])
-        templates: dict[tuple[str, int], Template | None] = {}
-        for claim, entity in shown:
-            if self._shaped:
+        sequencing.number([claim for claim, _, _ in shown if claim.event.topic != PING])
+        templates: dict[tuple[str, int, str | None], Template | None] = {}
+        for claim, entity, shape in shown:
+            if self._shaped or shape.coalesced > 1:
                 body, headers = render(
-                    claim.event, claim.webhook, copy.deepcopy(entity), claim.sequence
+                    claim.event,
+                    claim.webhook,
+                    copy.deepcopy(entity) if self._shaped else entity,
+                    claim.sequence,
+                    shape,
                 )
             else:
-                body, headers = self._spliced(claim, entity, templates)
+                body, headers = self._spliced(claim, entity, shape, templates)
             ready.append(Prepared(claim, body, headers))
         self._templates = templates
         if isinstance(views, ReaderClassViews):
@@ -138,20 +150,103 @@ class Renderer:
         self,
         claim: Claim,
         entity: Any,
-        templates: dict[tuple[str, int], Template | None],
+        shape: Shape,
+        templates: dict[tuple[str, int, str | None], Template | None],
     ) -> tuple[bytes, dict[str, str]]:
-        """The body from the (event, view)'s template, made on first use."""
-        key = (claim.event.id, id(entity))
+        """The body from the (event, view, filter)'s template, made on first use."""
+        key = (claim.event.id, id(entity), shape.filter)
         if key not in templates:
             templates[key] = (
                 self._templates[key]
                 if key in self._templates
-                else Template.of(claim.event, entity)
+                else Template.of(claim.event, entity, shape)
             )
         template = templates[key]
         if template is None:
-            return render(claim.event, claim.webhook, entity, claim.sequence)
+            return render(claim.event, claim.webhook, entity, claim.sequence, shape)
         return render_spliced(claim.event, claim.webhook, template, claim.sequence)
+
+
+class _PrivateReaders:
+    """Who could read a private dataset of an organization, asked once per
+    (owner, organization) in a batch."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[str | None, str | None], bool] = {}
+
+    def __call__(self, owner_id: str | None, organization_id: str | None) -> bool:
+        key = (owner_id, organization_id)
+        if key not in self._known:
+            user = model.User.get(owner_id) if owner_id else None
+            self._known[key] = bool(
+                user is not None
+                and user.state == "active"
+                and (
+                    user.sysadmin
+                    or (
+                        organization_id is not None
+                        and authz.has_user_permission_for_group_or_org(
+                            organization_id, user.name, "read"
+                        )
+                    )
+                )
+            )
+        return self._known[key]
+
+
+def _place(
+    claim: Claim, entity: Any, readers: _PrivateReaders
+) -> tuple[Any, Shape] | None:
+    """What a delivery sends: the entity and its shape, or None (skipped).
+
+    The filter label from expansion (matching.py) compares the dataset's
+    facets before and after; privacy is judged here, at send time, for the
+    owner of a webhook with open-data filters: a dataset made private left
+    the set of a subscriber who may no longer read it (told once, with only
+    what it saw: the id and the old name), and one made public entered it
+    for a subscriber who could not read it. Webhooks without such filters
+    keep the plain rule: what the owner may not read is not sent.
+    """
+    label = claim.filter
+    event = claim.event
+    if label is None or event.topic.endswith("/delete") or not _filtered(claim):
+        return None if isinstance(entity, Hidden) else (entity, _shape(claim, label))
+    before, after = event.before or {}, event.after or {}
+    privacy_changed = bool(before.get("private")) != bool(after.get("private"))
+    if isinstance(entity, Hidden) and not (privacy_changed and after.get("private")):
+        return None
+    could_read_before = not before.get("private") or readers(
+        claim.webhook.owner_id, before.get("org")
+    )
+    was_in = label in ("matched", "left") and could_read_before
+    is_in = label in ("matched", "entered") and not isinstance(entity, Hidden)
+    if not (was_in or is_in):
+        return None
+    label = "matched" if was_in and is_in else "entered" if is_in else "left"
+    if isinstance(entity, Hidden):
+        entity = _left(event)
+    return entity, _shape(claim, label)
+
+
+def _filtered(claim: Claim) -> bool:
+    hook = claim.webhook
+    return bool(
+        hook.filter_groups
+        or hook.filter_tags
+        or hook.filter_formats
+        or hook.filter_licenses
+    )
+
+
+def _left(event: Any) -> dict[str, Any]:
+    """What a subscriber who may no longer read a dataset is told of it."""
+    if event.entity_type == "resource":
+        return {"id": event.entity_id, "package_id": event.package_id}
+    return {"id": event.entity_id, "name": (event.before or {}).get("name")}
+
+
+def _shape(claim: Claim, label: str | None) -> Shape:
+    return Shape(label, claim.coalesced, claim.changes)
 
 
 def _key(claim: Claim) -> tuple[str, str | None]:

@@ -99,7 +99,19 @@ def webhook_create(context: Context, data_dict: DataDict) -> str:
     :param address: the http(s) URL that receives the POSTs
     :param dataset: only events of this dataset (id or name), optional
     :param organization: only events of this organization's datasets, optional
+    :param group: only datasets in this group (id or name), or in any of a
+        list of groups, optional
+    :param tag: only datasets with this tag (or any of a list), optional
+    :param res_format: only datasets with a resource of this format, such as
+        ``CSV`` (or any of a list; for resource events, the resource's own
+        format), optional
+    :param license_id: only datasets under this licence (or any of a list),
+        optional
     :param rate_limit: at most this many deliveries per minute, optional
+
+    All given filters must match, as the dataset was before the change or
+    as it is after it; deliveries say which (``filter``: ``matched``,
+    ``entered`` or ``left``).
 
     Where ``ckanext.webhooks.verification`` requires it, nothing is sent
     until the receiver consents: a worker asks it at once
@@ -109,10 +121,12 @@ def webhook_create(context: Context, data_dict: DataDict) -> str:
     data = _validated(context, data_dict, schema.webhook_create_schema)
     user = auth.caller(context)
     now = utcnow()
+    _check_filters_can_fire(data["topic"], data)
     webhook = Webhook(
         topic=data["topic"],
         package_id=data.get("dataset"),
         organization_id=data.get("organization"),
+        **{column: data.get(field) for field, column in FILTER_COLUMNS.items()},
         owner_id=user.id if user else None,
         rate_limit=data.get("rate_limit"),
         active=True,
@@ -139,7 +153,8 @@ def webhook_show(context: Context, data_dict: DataDict) -> dict[str, Any]:
 
 def webhook_update(context: Context, data_dict: DataDict) -> dict[str, Any]:
     """Change ``address``, ``topic``, ``dataset``, ``organization``,
-    ``rate_limit`` (empty: none) or ``active``.
+    ``group``, ``tag``, ``res_format``, ``license_id``, ``rate_limit``
+    (empty: none) or ``active``.
 
     Setting ``active`` to true re-enables a disabled webhook and resets its
     failure count (an anonymous webhook whose receiver answered 410 Gone only
@@ -158,11 +173,19 @@ def webhook_update(context: Context, data_dict: DataDict) -> dict[str, Any]:
     switching = "active" in data and data["active"] != webhook.active
     if switching and data["active"]:
         _check_not_gone(context, webhook, "active")
+    _check_filters_can_fire(
+        data.get("topic", webhook.topic),
+        {
+            field: data[field] if field in data else getattr(webhook, column)
+            for field, column in FILTER_COLUMNS.items()
+        },
+    )
     for field, column in (
         ("topic", "topic"),
         ("dataset", "package_id"),
         ("organization", "organization_id"),
         ("rate_limit", "rate_limit"),
+        *FILTER_COLUMNS.items(),
     ):
         if field in data:
             setattr(webhook, column, data[field])
@@ -174,6 +197,35 @@ def webhook_update(context: Context, data_dict: DataDict) -> dict[str, Any]:
         events.wake_workers_after_commit()  # for the handshake
     _commit(context)
     return webhook_dictize(webhook)
+
+
+# The open-data filters: the action's field and the webhook's column.
+FILTER_COLUMNS = {
+    "group": "filter_groups",
+    "tag": "filter_tags",
+    "res_format": "filter_formats",
+    "license_id": "filter_licenses",
+}
+
+
+def _check_filters_can_fire(topic: str, data: dict[str, Any]) -> None:
+    """Filters look at datasets: refuse them on a topic without datasets."""
+    kind = topic.split("/", 1)[0]
+    if kind in ("dataset", "resource", "*"):
+        return
+    errors = {
+        field: [
+            tk._(
+                "Filters by group, tag, format and licence apply to dataset "
+                "and resource events; topic '{topic}' has none, so this "
+                "webhook would never fire"
+            ).format(topic=topic)
+        ]
+        for field in FILTER_COLUMNS
+        if data.get(field)
+    }
+    if errors:
+        raise tk.ValidationError(errors)
 
 
 def _check_not_gone(context: Context, webhook: Webhook, field: str) -> None:

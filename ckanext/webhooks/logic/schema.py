@@ -35,11 +35,21 @@ def webhook_create_schema(
     webhook_natural_number: Validator,
     webhook_rate_limit: Validator,
     webhook_unknown_fields: Validator,
+    webhook_empty_to_none: Validator,
+    webhook_group_filter: Validator,
+    webhook_tag_filter: Validator,
+    webhook_format_filter: Validator,
+    webhook_license_filter: Validator,
 ) -> Schema:
+    # An empty value (or list) is no filter, here and in updates.
     return {
         "__extras": [webhook_unknown_fields],
         "__junk": [webhook_unknown_fields],
         "topic": [not_empty, webhook_string, not_empty, webhook_topic],
+        "group": [ignore_missing, webhook_empty_to_none, webhook_group_filter],
+        "tag": [ignore_missing, webhook_empty_to_none, webhook_tag_filter],
+        "res_format": [ignore_missing, webhook_empty_to_none, webhook_format_filter],
+        "license_id": [ignore_missing, webhook_empty_to_none, webhook_license_filter],
         "rate_limit": [ignore_missing, webhook_natural_number, webhook_rate_limit],
         "address": [not_empty, webhook_string, not_empty, webhook_address],
         "dataset": [ignore_missing, webhook_string, ignore_missing, webhook_dataset],

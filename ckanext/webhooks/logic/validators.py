@@ -20,12 +20,16 @@ __all__ = [
     "webhook_dataset",
     "webhook_empty_to_none",
     "webhook_event_data",
+    "webhook_format_filter",
+    "webhook_group_filter",
+    "webhook_license_filter",
     "webhook_natural_number",
     "webhook_organization",
     "webhook_positive_number",
     "webhook_publishable_topic",
     "webhook_rate_limit",
     "webhook_string",
+    "webhook_tag_filter",
     "webhook_topic",
     "webhook_unknown_fields",
 ]
@@ -139,9 +143,74 @@ def webhook_organization(value: str, context: dict[str, Any]) -> str:
     return group.id
 
 
+# Each filter field takes one value or a list of at most this many.
+MAX_FILTER_VALUES = 50
+
+
+def _filter_values(value: Any) -> list[str]:
+    """One string or a list of strings, stripped, without repeats."""
+    items = value if isinstance(value, list) else [value]
+    if len(items) > MAX_FILTER_VALUES:
+        raise tk.Invalid(
+            tk._("Give at most {max} values").format(max=MAX_FILTER_VALUES)
+        )
+    found: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise tk.Invalid(tk._("Must be a string or a list of strings"))
+        if "\x00" in item or not _encodable(item):
+            raise tk.Invalid(tk._("Must be valid Unicode text"))
+        item = item.strip()
+        _too_long(item)
+        if not item:
+            raise tk.Invalid(tk._("Must not contain empty values"))
+        if item not in found:
+            found.append(item)
+    return found
+
+
+def webhook_group_filter(value: Any) -> list[str]:
+    """Group ids or names: stored as the ids."""
+    ids = []
+    for name in _filter_values(value):
+        group = model.Group.get(name)
+        if group is None or group.is_organization or group.state != "active":
+            raise tk.Invalid(
+                tk._(
+                    "Group '{name}' not found: give the id or name of a group"
+                ).format(name=name)
+            )
+        ids.append(group.id)
+    return ids
+
+
+def webhook_tag_filter(value: Any) -> list[str]:
+    return _filter_values(value)
+
+
+def webhook_format_filter(value: Any) -> list[str]:
+    """Resource formats, compared without regard to case (stored upper)."""
+    return list(dict.fromkeys(v.upper() for v in _filter_values(value)))
+
+
+def webhook_license_filter(value: Any) -> list[str]:
+    """Licence ids of this site's licence register."""
+    known = model.Package.get_license_register()
+    values = _filter_values(value)
+    for license_id in values:
+        if license_id not in known:
+            raise tk.Invalid(
+                tk._(
+                    "Licence '{name}' not found: give the id of a licence of "
+                    "this site (license_list)"
+                ).format(name=license_id)
+            )
+    return values
+
+
 def webhook_empty_to_none(key: Any, data: Any, errors: Any, context: Any) -> None:
     """An empty value clears an optional filter (and skips its validators)."""
-    if data.get(key) in ("", None):
+    if data.get(key) in ("", None, []):
         data[key] = None
         raise StopOnError
 
