@@ -262,6 +262,8 @@ def insert_webhooks(rows: list[dict[str, Any]]) -> list[str]:
             "owner_id": None,
             "secret": make_secret(),
             "created": now,
+            "filter_tags": None,
+            "filter_groups": None,
             **row,
         }
         for row in rows
@@ -269,9 +271,11 @@ def insert_webhooks(rows: list[dict[str, Any]]) -> list[str]:
     model.Session.execute(
         text(
             "INSERT INTO webhook (id, topic, address, receiver_host, owner_id, "
-            "created, secret, package_id, organization_id, active, failure_count) "
+            "created, secret, package_id, organization_id, filter_tags, "
+            "filter_groups, active, failure_count) "
             "VALUES (:id, :topic, :address, :receiver_host, :owner_id, :created, "
-            ":secret, :package_id, :organization_id, true, 0)"
+            ":secret, :package_id, :organization_id, :filter_tags, "
+            ":filter_groups, true, 0)"
         ),
         full,
     )

@@ -66,6 +66,15 @@ def seed_webhooks(total: int, dataset: dict[str, Any]) -> int:
             row["package_id"] = str(uuid.uuid4())
         else:
             row["organization_id"] = str(uuid.uuid4())
+        # Open-data filters (issue 16): a tenth of the whole-site webhooks
+        # ask for a tag or a group this dataset does not have.
+        if rng.random() < 0.1:
+            row.pop("package_id", None)
+            row.pop("organization_id", None)
+            row["topic"] = rng.choice(["dataset/update", "dataset/*", "*"])
+            row["filter_tags" if rng.random() < 0.5 else "filter_groups"] = [
+                f"elsewhere-{rng.randrange(50)}"
+            ]
         rows.append(row)
     insert_webhooks(rows)
     import ckan.model as model

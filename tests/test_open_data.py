@@ -197,7 +197,8 @@ class TestEnteringAndLeaving:
         to_stranger = [b for b in received(receiver) if b["webhook_id"] == stranger]
         to_stranger.sort(key=lambda b: b["sequence"])
         assert [b["filter"] for b in to_stranger] == ["left", "entered"]
-        assert to_stranger[0]["entity"] == {"id": dataset["id"], "name": dataset["name"]}
+        left = to_stranger[0]["entity"]
+        assert left == {"id": dataset["id"], "name": dataset["name"]}
         assert "Secret title" not in str(to_stranger[0])
         assert to_stranger[1]["entity"]["title"] == "Secret title"
         to_member = [b for b in received(receiver) if b["webhook_id"] == insider]
@@ -264,7 +265,7 @@ class TestDataChanged:
 
     def test_wildcards_and_the_topic_list_include_it(self):
         assert "resource/data_changed" in helpers.call_action("webhook_topic_list")
-        assert dataset_state.DATA_FIELDS >= {"url", "hash", "size", "last_modified"}
+        assert {"url", "hash", "size", "last_modified"} <= dataset_state.DATA_FIELDS
 
 
 @pytest.mark.ckan_config("ckanext.webhooks.coalesce_seconds", "1")
@@ -274,8 +275,13 @@ class TestCoalescing:
         self, receiver, run_jobs
     ):
         subscribe(receiver, "dataset/*")
+        by_tag = subscribe(receiver, "dataset/update", "/tag", tag="bus")
         first = factories.Dataset()  # a create
-        for n in range(3):
+        # The first update brings it into the tag's set: merged, still "entered".
+        helpers.call_action(
+            "package_patch", id=first["id"], notes="v0", tags=[{"name": "bus"}]
+        )
+        for n in range(1, 3):
             helpers.call_action("package_patch", id=first["id"], notes=f"v{n}")
         helpers.call_action("package_patch", id=first["id"], title="Last title")
         helpers.call_action("package_delete", id=first["id"])
@@ -283,8 +289,13 @@ class TestCoalescing:
         helpers.call_action("package_patch", id=second["id"], notes="one")
         helpers.call_action("package_patch", id=second["id"], version="2")
         run_jobs()
-        assert receiver.wait_for(5, timeout=30)
-        bodies = sorted(received(receiver), key=lambda b: b["sequence"])
+        assert receiver.wait_for(6, timeout=30)
+        (tagged,) = [b for b in received(receiver) if b["webhook_id"] == by_tag]
+        assert tagged["filter"] == "entered" and tagged["coalesced"] == 4
+        bodies = sorted(
+            (b for b in received(receiver) if b["webhook_id"] != by_tag),
+            key=lambda b: b["sequence"],
+        )
         about_first = [b for b in bodies if b["entity"]["id"] == first["id"]]
         assert [b["topic"] for b in about_first] == [
             "dataset/create",
@@ -293,7 +304,7 @@ class TestCoalescing:
         ]
         update = about_first[1]
         assert update["coalesced"] == 4
-        assert update["changes"] == ["notes", "title"]
+        assert update["changes"] == ["notes", "tags", "title"]
         update_of_second = [
             b for b in bodies if b["entity"]["id"] == second["id"] and "coalesced" in b
         ]
@@ -302,3 +313,61 @@ class TestCoalescing:
         assert update_of_second[0]["changes"] == ["notes", "version"]
         assert update_of_second[0]["entity"]["version"] == "2"  # the latest state
         assert len(bodies) == 5
+
+
+@pytest.mark.ckan_config("ckan.plugins", "webhooks")
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+class TestFormAndCli:
+    def test_the_form_takes_filters_separated_by_commas(self, app):
+        from tests.test_views import PASSWORD, Browser
+
+        user = factories.User(password=PASSWORD)
+        factories.Group(name="transport")
+        browser = Browser(app).login(user)
+        form = {"topic": "dataset/*", "address": "https://example.com/hook"}
+        refused = browser.submit(
+            "/webhooks/new", "/webhooks/new", {**form, "group": "transport, nowhere"}
+        )
+        assert "Group &#39;nowhere&#39; not found" in refused.body
+        assert 'id="field-group"' in refused.body
+        created = browser.submit(
+            "/webhooks/new",
+            "/webhooks/new",
+            {**form, "group": "transport", "tag": "bus, tram", "res_format": "csv"},
+            follow_redirects=True,
+        )
+        assert "Tags: bus, tram" in created.body
+        assert "Groups: transport" in created.body
+        (hook,) = helpers.call_action("webhook_list", context={"user": user["name"]})
+        assert hook["tag"] == ["bus", "tram"] and hook["res_format"] == ["CSV"]
+
+    def test_cli_create_with_filters(self, cli):
+        from ckanext.webhooks.cli import webhooks
+
+        result = cli.invoke(
+            webhooks,
+            ["create", "dataset/update", "https://example.com/hook", "--tag", "bus",
+             "--tag", "tram", "--license-id", "cc-by", "--res-format", "csv"],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        shown = helpers.call_action("webhook_show", id=result.output.strip())
+        assert shown["tag"] == ["bus", "tram"]
+        assert shown["license_id"] == ["cc-by"] and shown["res_format"] == ["CSV"]
+        bad = cli.invoke(
+            webhooks, ["create", "*", "https://example.com/x", "--group", "nowhere"]
+        )
+        assert bad.exit_code == 1 and "nowhere" in bad.output
+
+
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+def test_the_state_of_a_purged_dataset_is_pruned():
+    from ckanext.webhooks.retention import prune
+    from tests.helpers import count
+
+    kept, purged = factories.Dataset(), factories.Dataset()
+    assert count("webhook_dataset_state") == 2
+    helpers.call_action("dataset_purge", id=purged["id"])
+    assert prune()["dataset_states"] == 1
+    assert count("webhook_dataset_state") == 1
+    helpers.call_action("package_patch", id=kept["id"], notes="still followed")
+    assert count("webhook_dataset_state") == 1

@@ -63,6 +63,14 @@ def show(webhook_id: str) -> None:
 @click.argument("address")
 @click.option("--dataset", help="only events of this dataset (id or name)")
 @click.option("--organization", help="only events of this organization")
+@click.option(
+    "--group", multiple=True, help="only datasets in this group (repeat: any)"
+)
+@click.option("--tag", multiple=True, help="only datasets with this tag (repeat: any)")
+@click.option(
+    "--res-format", multiple=True, help="only datasets with this resource format"
+)
+@click.option("--license-id", multiple=True, help="only datasets under this licence")
 @click.option("--user", help="owner of the new webhook (default: anonymous)")
 def create(
     topic: str,
@@ -70,13 +78,15 @@ def create(
     dataset: str | None,
     organization: str | None,
     user: str | None,
+    **filters: tuple[str, ...],
 ) -> None:
     """Create a webhook and print its id."""
-    data = {"topic": topic, "address": address}
+    data: dict[str, Any] = {"topic": topic, "address": address}
     if dataset:
         data["dataset"] = dataset
     if organization:
         data["organization"] = organization
+    data.update({field: list(values) for field, values in filters.items() if values})
     context = {"user": user or "", "ignore_auth": True, "model": model}
     try:
         click.echo(tk.get_action("webhook_create")(context, data))

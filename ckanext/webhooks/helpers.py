@@ -10,6 +10,7 @@ from ckanext.webhooks import vocabulary
 
 __all__ = [
     "webhooks_dataset_label",
+    "webhooks_group_labels",
     "webhooks_organization_label",
     "webhooks_owner_label",
     "webhooks_status_class",
@@ -30,6 +31,11 @@ def webhooks_organization_label(organization_id: str | None) -> str:
         return ""
     group = model.Group.get(organization_id)
     return group.name if group is not None else organization_id
+
+
+def webhooks_group_labels(group_ids: list[str] | None) -> list[str]:
+    """The names of a webhook's group filter, for display."""
+    return [webhooks_organization_label(group_id) for group_id in group_ids or ()]
 
 
 def webhooks_owner_label(user_id: str | None) -> str:

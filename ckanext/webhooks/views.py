@@ -27,6 +27,8 @@ csrf.exempt(consent_callbacks)
 PAGE_SIZE = 50
 DELIVERY_LOG_SIZE = 50
 FORM_FIELDS = ("topic", "address", "dataset", "organization", "rate_limit")
+# Open-data filters: one field each in the form, values separated by commas.
+LIST_FIELDS = ("group", "tag", "res_format", "license_id")
 
 
 def _context() -> Context:
@@ -106,9 +108,15 @@ def new() -> Any:
         data["dataset"] = tk.request.args.get("dataset", "")
         data["organization"] = tk.request.args.get("organization", "")
     else:
-        data = {field: tk.request.form.get(field, "").strip() for field in FORM_FIELDS}
+        data = {
+            field: tk.request.form.get(field, "").strip()
+            for field in FORM_FIELDS + LIST_FIELDS
+        }
         # Empty optional filters mean "no filter", not "a dataset named ''".
-        submitted = {key: value for key, value in data.items() if value}
+        submitted: dict[str, Any] = {key: value for key, value in data.items() if value}
+        for field in LIST_FIELDS:
+            if data[field]:
+                submitted[field] = [v.strip() for v in data[field].split(",")]
         # A custom/<name> topic is typed rather than picked from the list.
         data["custom_topic"] = tk.request.form.get("custom_topic", "").strip()
         if data["custom_topic"]:

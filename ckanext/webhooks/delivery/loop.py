@@ -61,6 +61,7 @@ class Deliverer:
     def __init__(self, transport: Transport | None = None) -> None:
         self.transport = transport or transport_from_config()
         self.concurrency = cfg.concurrency()
+        self.coalesce_seconds = cfg.coalesce_seconds()
         self.schedule = cfg.retry_schedule()
         self.max_failures = cfg.max_failures()
         self.lease = lease_for(cfg.timeout())
@@ -141,7 +142,12 @@ class Deliverer:
         """
         self._housekeeping()
         started = self.handshakes.start_due()
-        expand_events()
+        if expand_events() and self.coalesce_seconds:
+            # Updates wait in their window (outbox.py): this job sends them
+            # when it closes, as it does what a rate held back.
+            self._held_until = max(
+                self._held_until, time.monotonic() + self.coalesce_seconds
+            )
         claims = claim_due(room, self.lease)
         if not claims:
             return bool(started)
@@ -269,8 +275,9 @@ class Deliverer:
         return {future for future in done if future in inflight}
 
     def _rest_until_due(self) -> bool:
-        """Sleep until what this loop held back for its host's rate falls due;
-        False if it held nothing back (retries are the dispatcher's)."""
+        """Sleep until what this loop held back for its host's rate (or an
+        update window) falls due; False if it held nothing back (retries are
+        the dispatcher's)."""
         if time.monotonic() > self._held_until:
             return False
         wait_for = seconds_until_next_due()

@@ -69,7 +69,9 @@ _EXPAND = text(
 
 # The updates of one entity that wait in their window for one webhook become
 # one delivery: the latest event, due when the first one was, standing for
-# all of them with the union of their changes; the others are marked
+# all of them with the union of their changes and where the dataset stood
+# with the webhook's filters before the first and after the last (entered,
+# left, matched); the others are marked
 # coalesced (kept, so that recovery does not send them again). A create or
 # delete of the entity closes its open windows at once, so that it never
 # overtakes the update before it.
@@ -81,6 +83,7 @@ _COALESCE = text(
         WHERE d.event_id = ANY(:events) AND e.entity_type IN ('dataset', 'resource')
     ), open AS (
         SELECT d.id, e.topic, d.coalesced, COALESCE(d.changes, e.changes) AS changes,
+               d.filter, first_value(d.filter) OVER same_in_order AS first_filter,
                max(d.id) OVER same AS keeper,
                min(d.next_attempt_at) OVER same AS due,
                sum(d.coalesced) OVER same AS total,
@@ -93,6 +96,7 @@ _COALESCE = text(
              AND d.next_attempt_at >= :now
         JOIN webhook_event e ON e.id = d.event_id AND e.entity_id = t.entity_id
         WINDOW same AS (PARTITION BY d.webhook_id, e.entity_id, e.topic),
+               same_in_order AS (same ORDER BY d.id),
                entity AS (PARTITION BY d.webhook_id, e.entity_id)
     ), kept AS (
         SELECT o.keeper, ARRAY(
@@ -105,6 +109,13 @@ _COALESCE = text(
                           ELSE '{DeliveryStatus.COALESCED.value}' END,
             coalesced = CASE WHEN d.id = o.keeper THEN o.total ELSE d.coalesced END,
             changes = CASE WHEN d.id = o.keeper THEN k.changes ELSE d.changes END,
+            -- In the set before the first update and after the last?
+            filter = CASE WHEN d.id <> o.keeper OR o.n = 1 THEN d.filter
+                WHEN o.first_filter IN ('matched', 'left')
+                     AND d.filter IN ('matched', 'entered') THEN 'matched'
+                WHEN d.filter IN ('matched', 'entered') THEN 'entered'
+                WHEN o.first_filter IN ('matched', 'left') THEN 'left'
+                ELSE d.filter END,
             next_attempt_at = CASE WHEN o.closing THEN :now ELSE o.due END,
             updated = :now
         FROM open o LEFT JOIN kept k ON k.keeper = o.keeper

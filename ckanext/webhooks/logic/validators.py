@@ -176,9 +176,9 @@ def webhook_group_filter(value: Any) -> list[str]:
         group = model.Group.get(name)
         if group is None or group.is_organization or group.state != "active":
             raise tk.Invalid(
-                tk._(
-                    "Group '{name}' not found: give the id or name of a group"
-                ).format(name=name)
+                tk._("Group '{name}' not found: give the id or name of a group").format(
+                    name=name
+                )
             )
         ids.append(group.id)
     return ids
