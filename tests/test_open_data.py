@@ -200,6 +200,7 @@ class TestEnteringAndLeaving:
         left = to_stranger[0]["entity"]
         assert left == {"id": dataset["id"], "name": dataset["name"]}
         assert "Secret title" not in str(to_stranger[0])
+        assert to_stranger[0]["changes"] == ["private"]  # not that the title did
         assert to_stranger[1]["entity"]["title"] == "Secret title"
         to_member = [b for b in received(receiver) if b["webhook_id"] == insider]
         assert [b["filter"] for b in to_member] == ["matched"] * 3

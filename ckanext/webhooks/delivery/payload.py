@@ -86,6 +86,9 @@ class Shape:
     filter: str | None = None
     coalesced: int = 1
     changes: list[str] | None = None
+    # The subscriber may no longer read the dataset: of what changed it
+    # learns only that it became private.
+    withheld: bool = False
 
     def apply(self, payload: dict[str, Any]) -> dict[str, Any]:
         if self.filter is not None:
@@ -93,6 +96,8 @@ class Shape:
         if self.coalesced > 1:
             payload["coalesced"] = self.coalesced
             payload["changes"] = self.changes
+        if self.withheld and "changes" in payload:
+            payload["changes"] = ["private"]
         return payload
 
 

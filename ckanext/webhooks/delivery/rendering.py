@@ -224,7 +224,7 @@ def _place(
         return None
     label = "matched" if was_in and is_in else "entered" if is_in else "left"
     if isinstance(entity, Hidden):
-        entity = _left(event)
+        return _left(event), Shape(label, claim.coalesced, claim.changes, True)
     return entity, _shape(claim, label)
 
 
