@@ -163,6 +163,21 @@ def redeliver(delivery_or_event_id: str) -> None:
 
 
 @webhooks.command()
+def keygen() -> None:
+    """Print a new ed25519 signing key, as a line of the CKAN ini file, and
+    its public key (what webhook_signing_keys will publish).
+
+    To rotate, add the new key beside the old one (space-separated), wait
+    until receivers trust its public key, then remove the old one.
+    """
+    from ckanext.webhooks import signing_keys
+
+    key = signing_keys.generate()
+    click.echo(f"{signing_keys.OPTION} = {key.secret_key}")
+    click.echo(f"# public key (id {key.key_id}): {key.public_key}")
+
+
+@webhooks.command()
 def prune() -> None:
     """Delete old events and log entries, and long-disabled webhooks."""
     from ckanext.webhooks.retention import prune as prune_all

@@ -6,6 +6,7 @@ same authorization and validation as the API.
 
 from __future__ import annotations
 
+import json
 from typing import Any, cast
 
 import ckan.plugins.toolkit as tk
@@ -13,7 +14,7 @@ from ckan.config.middleware.flask_app import csrf
 from ckan.types import Context
 from flask import Blueprint, current_app, make_response
 
-__all__ = ["consent_callbacks", "webhooks"]
+__all__ = ["consent_callbacks", "signing_keys", "webhooks"]
 
 webhooks = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 # Receivers call back here to consent (CloudEvents abuse protection). They
@@ -23,6 +24,8 @@ consent_callbacks = Blueprint(
     "webhooks_consent", __name__, url_prefix="/webhooks/consent"
 )
 csrf.exempt(consent_callbacks)
+# The site's public keys where receivers look for them, for anyone.
+signing_keys = Blueprint("webhooks_keys", __name__, url_prefix="/.well-known/webhooks")
 
 PAGE_SIZE = 50
 DELIVERY_LOG_SIZE = 50
@@ -315,4 +318,15 @@ def grant(id: str, token: str) -> Any:
 def _plain(status: int, text: str) -> Any:
     response = make_response(text, status)
     response.mimetype = "text/plain"
+    return response
+
+
+@signing_keys.route("/keys.json")
+def public_keys() -> Any:
+    """``webhook_signing_keys`` as a file: whatever minimum_auth says."""
+    keys = tk.get_action("webhook_signing_keys")(cast(Context, {}), {})
+    response = make_response(json.dumps(keys, indent=2) + "\n")
+    response.mimetype = "application/json"
+    response.cache_control.public = True
+    response.cache_control.max_age = 300
     return response

@@ -25,7 +25,13 @@ from ckanext.webhooks import config as cfg
 from ckanext.webhooks import leases
 from ckanext.webhooks.delivery import sequencing
 from ckanext.webhooks.delivery.claiming import Claim
-from ckanext.webhooks.delivery.payload import Template, render, render_spliced
+from ckanext.webhooks.delivery.payload import (
+    Shape,
+    Template,
+    render,
+    render_spliced,
+    shape_of,
+)
 from ckanext.webhooks.delivery.visibility import EntityViews, Hidden, ReaderClassViews
 from ckanext.webhooks.interfaces import IWebhooks
 from ckanext.webhooks.model import utcnow
@@ -81,9 +87,9 @@ class Renderer:
         # Owners share a view: a plugin shaping payloads gets its own copy,
         # and each delivery its own serialisation.
         self._shaped = any(True for _ in p.PluginImplementations(IWebhooks))
-        # Per (event, view): the view is held by its template, so the id of
-        # the view is not reused while it is a key.
-        self._templates: dict[tuple[str, int], Template | None] = {}
+        # Per (event, view, shape): the view is held by its template, so the
+        # id of the view is not reused while it is a key.
+        self._templates: dict[tuple[str, int, Shape], Template | None] = {}
 
     def render(self, claims: list[Claim]) -> tuple[list[Prepared], list[Claim]]:
         views = EntityViews() if self.per_owner else ReaderClassViews(self._carried)
@@ -118,7 +124,7 @@ class Renderer:
                 shown.append((claim, entity))
         # Numbered only now: what is not sent takes no number.
         sequencing.number([claim for claim, _ in shown if claim.event.topic != PING])
-        templates: dict[tuple[str, int], Template | None] = {}
+        templates: dict[tuple[str, int, Shape], Template | None] = {}
         for claim, entity in shown:
             if self._shaped:
                 body, headers = render(
@@ -138,15 +144,18 @@ class Renderer:
         self,
         claim: Claim,
         entity: Any,
-        templates: dict[tuple[str, int], Template | None],
+        templates: dict[tuple[str, int, Shape], Template | None],
     ) -> tuple[bytes, dict[str, str]]:
-        """The body from the (event, view)'s template, made on first use."""
-        key = (claim.event.id, id(entity))
+        """The body from the (event, view, shape)'s template, made on first
+        use: a thin or CloudEvents body never reaches a webhook of another
+        shape."""
+        shape = shape_of(claim.webhook)
+        key = (claim.event.id, id(entity), shape)
         if key not in templates:
             templates[key] = (
                 self._templates[key]
                 if key in self._templates
-                else Template.of(claim.event, entity)
+                else Template.of(claim.event, entity, shape)
             )
         template = templates[key]
         if template is None:

@@ -19,6 +19,7 @@ __all__ = [
     "webhook_list_schema",
     "webhook_recover_schema",
     "webhook_redeliver_schema",
+    "webhook_signing_keys_schema",
     "webhook_update_schema",
 ]
 
@@ -35,10 +36,16 @@ def webhook_create_schema(
     webhook_natural_number: Validator,
     webhook_rate_limit: Validator,
     webhook_unknown_fields: Validator,
+    webhook_payload_kind: Validator,
+    webhook_format: Validator,
+    webhook_headers: Validator,
 ) -> Schema:
     return {
         "__extras": [webhook_unknown_fields],
         "__junk": [webhook_unknown_fields],
+        "payload": [ignore_missing, webhook_string, not_empty, webhook_payload_kind],
+        "format": [ignore_missing, webhook_string, not_empty, webhook_format],
+        "headers": [ignore_missing, webhook_headers],
         "topic": [not_empty, webhook_string, not_empty, webhook_topic],
         "rate_limit": [ignore_missing, webhook_natural_number, webhook_rate_limit],
         "address": [not_empty, webhook_string, not_empty, webhook_address],
@@ -217,4 +224,12 @@ def webhook_recover_schema(
         "id": [not_empty, webhook_string],
         "since": [not_empty, webhook_string],
         "until": [ignore_missing, webhook_string],
+    }
+
+
+@validator_args
+def webhook_signing_keys_schema(webhook_unknown_fields: Validator) -> Schema:
+    return {
+        "__extras": [webhook_unknown_fields],
+        "__junk": [webhook_unknown_fields],
     }
