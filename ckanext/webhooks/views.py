@@ -14,6 +14,8 @@ from ckan.config.middleware.flask_app import csrf
 from ckan.types import Context
 from flask import Blueprint, current_app, make_response
 
+from ckanext.webhooks.vocabulary import PayloadFormat, PayloadKind
+
 __all__ = ["consent_callbacks", "signing_keys", "webhooks"]
 
 webhooks = Blueprint("webhooks", __name__, url_prefix="/webhooks")
@@ -29,7 +31,16 @@ signing_keys = Blueprint("webhooks_keys", __name__, url_prefix="/.well-known/web
 
 PAGE_SIZE = 50
 DELIVERY_LOG_SIZE = 50
-FORM_FIELDS = ("topic", "address", "dataset", "organization", "rate_limit")
+FORM_FIELDS = (
+    "topic",
+    "address",
+    "dataset",
+    "organization",
+    "rate_limit",
+    "payload",
+    "format",
+    "headers",
+)
 
 
 def _context() -> Context:
@@ -121,6 +132,9 @@ def new() -> Any:
         except tk.ValidationError as error:
             errors = cast("dict[str, list[str]]", error.error_dict)
             error_summary = error.error_summary
+            # Header values are credentials: the form comes back with the
+            # names only, to be filled in again.
+            data["headers"] = _header_names_only(data["headers"])
         except tk.NotAuthorized as error:
             return tk.abort(403, str(error))
         else:
@@ -140,7 +154,22 @@ def new() -> Any:
             "errors": errors,
             "error_summary": error_summary,
             "topics": _topic_options(),
+            "payload_options": [
+                {"value": kind.value, "text": kind.value} for kind in PayloadKind
+            ],
+            "format_options": [
+                {"value": wrapping.value, "text": wrapping.value}
+                for wrapping in PayloadFormat
+            ],
         },
+    )
+
+
+def _header_names_only(lines: str) -> str:
+    return "\n".join(
+        line.partition(":")[0].strip() + ": "
+        for line in lines.splitlines()
+        if line.strip()
     )
 
 

@@ -19,16 +19,16 @@ __all__ = [
     "LEASE_REASON",
     "ORGANIZATION_TOPICS",
     "PING",
+    "PUBLIC_KEY_PREFIX",
     "RESOURCE_TOPICS",
     "SECRET_PREFIX",
+    "SIGNING_KEY_PREFIX",
     "TOPICS",
     "UNVERIFIED_REASON",
     "AttemptOutcome",
     "DeliveryStatus",
     "PayloadFormat",
     "PayloadKind",
-    "PUBLIC_KEY_PREFIX",
-    "SIGNING_KEY_PREFIX",
     "isoformat",
 ]
 
