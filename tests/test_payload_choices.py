@@ -309,10 +309,10 @@ class TestSiteSigningKeys:
         assert answer.status_code == 200
         assert json.loads(answer.body)["result"]["keys"] == keys
         # Never a secret key: not the whsk_ text, not the seed.
-        for text in (document.body, answer.body):
-            assert "whsk_" not in text
+        for served in (document.body, answer.body):
+            assert "whsk_" not in served
             for seed in (FIRST, SECOND):
-                assert base64.b64encode(bytes(seed)).decode() not in text
+                assert base64.b64encode(bytes(seed)).decode() not in served
         # The rest stays closed to anonymous callers.
         create = app.post(
             "/api/3/action/webhook_create",
@@ -437,6 +437,29 @@ class TestCustomHeaders:
         # What the delivery log records of the request holds no header value.
         attempts = model.Session.execute(text("SELECT * FROM webhook_attempt")).all()
         assert attempts and "s3cr3t" not in repr(attempts)
+
+    def test_not_in_ckans_api_debug_log(self, app, caplog, monkeypatch):
+        # test.ini stops ckan.* records at the ckan logger: listen on it.
+        api_log = logging.getLogger("ckan.views.api")
+        monkeypatch.setattr(api_log, "handlers", [caplog.handler])
+        caplog.set_level(logging.DEBUG, logger="ckan.views.api")
+        for headers in (
+            {"Authorization": self.SECRET},
+            f"Authorization: {self.SECRET}",
+        ):
+            answer = app.post(
+                "/api/3/action/webhook_create",
+                json={
+                    "topic": "*",
+                    "address": "http://127.0.0.1:9/hook",
+                    "headers": headers,
+                },
+            )
+            assert answer.status_code == 200, answer.body
+        # CKAN logged the request data, with the names but not the values.
+        assert "Request data extracted" in caplog.text
+        assert "Authorization" in caplog.text
+        assert "s3cr3t" not in caplog.text
 
     def test_the_page_shows_the_names_only(self, app):
         user = factories.User(password=PASSWORD)

@@ -7,7 +7,7 @@ import ckan.plugins as p
 import ckan.plugins.toolkit as tk
 from ckan.exceptions import CkanConfigurationException
 
-from ckanext.webhooks import events, signing_keys
+from ckanext.webhooks import events, redaction, signing_keys
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ class WebhooksPlugin(p.SingletonPlugin):
             cfg.signing_keys()
         except signing_keys.BadSigningKey as error:
             raise CkanConfigurationException(str(error)) from None
+        # Extra header values are credentials: out of CKAN's API debug log.
+        redaction.install()
 
     # IConfigurer
     def update_config(self, config: Any) -> None:
