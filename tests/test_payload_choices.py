@@ -183,6 +183,16 @@ class TestThinPayloads:
         assert entity("/thin") == entity("/thin-ce")
         assert entity("/thin")["id"] == dataset["id"]
 
+    def test_thin_delete_still_names_what_was_deleted(self, receiver, run_jobs):
+        dataset = factories.Dataset()
+        subscribe(receiver.url + "/thin", topic="dataset/delete", payload="thin")
+        helpers.call_action("package_delete", id=dataset["id"])
+        run_jobs()
+        assert receiver.wait_for(1)
+        entity = first_of(receiver, "/thin").json["entity"]
+        assert set(entity) == THIN_KEYS
+        assert (entity["id"], entity["name"]) == (dataset["id"], dataset["name"])
+
     def test_pings_and_custom_events_keep_their_entity(self, receiver, run_jobs):
         sysadmin = factories.Sysadmin()
         hook = subscribe(receiver.url + "/thin", topic="custom/harvest", payload="thin")
@@ -319,6 +329,33 @@ class TestSiteSigningKeys:
             json={"topic": "*", "address": "http://127.0.0.1:9/x"},
         )
         assert create.status_code == 403
+
+    def test_cli_creates_a_webhook_of_any_shape(self, cli):
+        result = cli.invoke(
+            webhooks_cli,
+            [
+                "create",
+                "dataset/update",
+                "http://127.0.0.1:9/hook",
+                "--payload",
+                "thin",
+                "--format",
+                "cloudevents",
+                "--header",
+                "Authorization: Bearer s3cr3t",
+                "--header",
+                "X-Tenant: 7",
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        shown = helpers.call_action("webhook_show", id=result.output.strip())
+        assert (shown["payload"], shown["format"]) == ("thin", "cloudevents")
+        assert shown["headers"] == ["Authorization", "X-Tenant"]
+        refused = cli.invoke(
+            webhooks_cli,
+            ["create", "*", "http://127.0.0.1:9/hook", "--header", "Host: x"],
+        )
+        assert refused.exit_code == 1 and "headers" in refused.output
 
     def test_the_action_takes_no_parameters(self):
         with pytest.raises(tk.ValidationError) as error:
@@ -540,6 +577,13 @@ class TestCustomHeaders:
         assert helpers.call_action("webhook_test", id=hook["id"])["success"]
         got = first_of(receiver, "/hook")
         assert "X-Injected" not in got.headers and "X-Token" not in got.headers
+
+    @pytest.mark.ckan_config("ckanext.webhooks.verification", "all")
+    def test_the_consent_handshake_carries_them_too(self, receiver):
+        receiver.consent()
+        hook = subscribe(receiver.url + "/hook", headers={"X-Gateway-Key": "k-42"})
+        assert helpers.call_action("webhook_verify", id=hook["id"])["verified"]
+        assert receiver.handshakes[-1].headers["X-Gateway-Key"] == "k-42"
 
     def test_update_replaces_or_clears_them(self, receiver):
         hook = subscribe(receiver.url + "/hook", headers={"X-Old": "1"})

@@ -64,12 +64,25 @@ def show(webhook_id: str) -> None:
 @click.option("--dataset", help="only events of this dataset (id or name)")
 @click.option("--organization", help="only events of this organization")
 @click.option("--user", help="owner of the new webhook (default: anonymous)")
+@click.option("--payload", type=click.Choice(["full", "thin"]), help="default: full")
+@click.option(
+    "--format",
+    "wrapping",
+    type=click.Choice(["standard", "cloudevents"]),
+    help="default: standard",
+)
+@click.option(
+    "--header", "headers", multiple=True, help="an extra header, as 'Name: value'"
+)
 def create(
     topic: str,
     address: str,
     dataset: str | None,
     organization: str | None,
     user: str | None,
+    payload: str | None,
+    wrapping: str | None,
+    headers: tuple[str, ...],
 ) -> None:
     """Create a webhook and print its id."""
     data = {"topic": topic, "address": address}
@@ -77,6 +90,12 @@ def create(
         data["dataset"] = dataset
     if organization:
         data["organization"] = organization
+    if payload:
+        data["payload"] = payload
+    if wrapping:
+        data["format"] = wrapping
+    if headers:
+        data["headers"] = "\n".join(headers)
     context = {"user": user or "", "ignore_auth": True, "model": model}
     try:
         click.echo(tk.get_action("webhook_create")(context, data))
