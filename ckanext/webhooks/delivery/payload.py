@@ -139,6 +139,10 @@ def cloudevents_type(topic: str) -> str:
     return CLOUDEVENTS_TYPE_PREFIX + topic.replace("/", ".")
 
 
+# What a CloudEvent's envelope says instead of its data (``ckan``: ``source``).
+_ENVELOPED = frozenset({"id", "type", "timestamp", "ckan"})
+
+
 def cloudevent(event: WebhookEvent, body: dict[str, Any]) -> dict[str, Any]:
     """The standard ``body`` as a CloudEvents 1.0 structured-mode event: the
     envelope says what the body's id, type and timestamp said."""
@@ -153,9 +157,6 @@ def cloudevent(event: WebhookEvent, body: dict[str, Any]) -> dict[str, Any]:
         "datacontenttype": "application/json",
         "data": data,
     }
-
-
-_ENVELOPED = frozenset({"id", "type", "timestamp", "ckan"})
 
 
 def _shaped(
