@@ -41,6 +41,9 @@ FIELDS = (
     "offset",
     "data",
     "webhook_id",
+    "payload",
+    "format",
+    "headers",
 )
 # Keys an error may carry besides the fields given: limits name the caller.
 NOT_FIELDS_BUT_NAMED = {"owner", "caller"}
@@ -56,6 +59,7 @@ ACTIONS = (
     "webhook_test",
     "webhook_rotate_secret",
     "webhook_topic_list",
+    "webhook_signing_keys",
     "webhook_event_publish",
 )
 

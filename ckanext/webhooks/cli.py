@@ -72,12 +72,25 @@ def show(webhook_id: str) -> None:
 )
 @click.option("--license-id", multiple=True, help="only datasets under this licence")
 @click.option("--user", help="owner of the new webhook (default: anonymous)")
+@click.option("--payload", type=click.Choice(["full", "thin"]), help="default: full")
+@click.option(
+    "--format",
+    "wrapping",
+    type=click.Choice(["standard", "cloudevents"]),
+    help="default: standard",
+)
+@click.option(
+    "--header", "headers", multiple=True, help="an extra header, as 'Name: value'"
+)
 def create(
     topic: str,
     address: str,
     dataset: str | None,
     organization: str | None,
     user: str | None,
+    payload: str | None,
+    wrapping: str | None,
+    headers: tuple[str, ...],
     **filters: tuple[str, ...],
 ) -> None:
     """Create a webhook and print its id."""
@@ -86,6 +99,12 @@ def create(
         data["dataset"] = dataset
     if organization:
         data["organization"] = organization
+    if payload:
+        data["payload"] = payload
+    if wrapping:
+        data["format"] = wrapping
+    if headers:
+        data["headers"] = "\n".join(headers)
     data.update({field: list(values) for field, values in filters.items() if values})
     context = {"user": user or "", "ignore_auth": True, "model": model}
     try:
@@ -170,6 +189,21 @@ def deliveries(webhook_id: str, limit: int) -> None:
 def redeliver(delivery_or_event_id: str) -> None:
     """Send an event again (a delivery log id or an evt_ id)."""
     _echo(_call("webhook_redeliver", {"id": delivery_or_event_id}))
+
+
+@webhooks.command()
+def keygen() -> None:
+    """Print a new ed25519 signing key, as a line of the CKAN ini file, and
+    its public key (what webhook_signing_keys will publish).
+
+    To rotate, add the new key beside the old one (space-separated), wait
+    until receivers trust its public key, then remove the old one.
+    """
+    from ckanext.webhooks import signing_keys
+
+    key = signing_keys.generate()
+    click.echo(f"{signing_keys.OPTION} = {key.secret_key}")
+    click.echo(f"# public key (id {key.key_id}): {key.public_key}")
 
 
 @webhooks.command()

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import ckan.plugins.toolkit as tk
 from ckan.common import config_declaration
 
+from ckanext.webhooks import signing_keys as keys
 from ckanext.webhooks.http import Policy
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "render_per_owner",
     "retry_schedule",
     "secret_rotation_hours",
+    "signing_keys",
     "site_origin",
     "timeout",
     "verification",
@@ -118,6 +120,16 @@ def max_tests_per_minute() -> int:
 
 def secret_rotation_hours() -> int:
     return _option("secret_rotation_hours")
+
+
+def signing_keys() -> tuple[keys.SigningKey, ...]:
+    """The site's ed25519 keys (none: no ``v1a`` signature); a bad entry
+    raises ``signing_keys.BadSigningKey``, which names it without its value.
+
+    Read for every delivery: without keys, it costs one lookup."""
+    if not tk.config.get(PREFIX + "signing_keys"):
+        return ()
+    return keys.parse(tuple(_option("signing_keys")))
 
 
 def publishers() -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import json
 import secrets
 
 import ckan.plugins.toolkit as tk
@@ -28,7 +29,13 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from ckanext.webhooks.http import receiver_host
-from ckanext.webhooks.vocabulary import EVENT_PREFIX, SECRET_PREFIX, DeliveryStatus
+from ckanext.webhooks.vocabulary import (
+    EVENT_PREFIX,
+    SECRET_PREFIX,
+    DeliveryStatus,
+    PayloadFormat,
+    PayloadKind,
+)
 
 __all__ = [
     "Webhook",
@@ -113,6 +120,27 @@ class Webhook(tk.BaseModel):
         default=utcnow,
         server_default=text("(now() AT TIME ZONE 'utc')"),
     )
+    # What the body carries and how it is wrapped (delivery/payload.py), and
+    # extra request headers for the receiver's gateway: a JSON object whose
+    # values are credentials, kept like the secret and never shown.
+    payload = Column(
+        UnicodeText,
+        nullable=False,
+        default=PayloadKind.FULL.value,
+        server_default=PayloadKind.FULL.value,
+    )
+    format = Column(
+        UnicodeText,
+        nullable=False,
+        default=PayloadFormat.STANDARD.value,
+        server_default=PayloadFormat.STANDARD.value,
+    )
+    headers = Column(UnicodeText, nullable=True)
+
+    @property
+    def custom_headers(self) -> dict[str, str]:
+        """The extra request headers, name to value (none: empty)."""
+        return json.loads(self.headers) if self.headers else {}
 
     def point_at(self, address: str) -> None:
         """Set the address and the receiver host that limits count; consent

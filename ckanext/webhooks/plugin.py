@@ -5,8 +5,9 @@ from typing import Any
 
 import ckan.plugins as p
 import ckan.plugins.toolkit as tk
+from ckan.exceptions import CkanConfigurationException
 
-from ckanext.webhooks import events
+from ckanext.webhooks import events, redaction, signing_keys
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,14 @@ class WebhooksPlugin(p.SingletonPlugin):
         from ckanext.webhooks import config as cfg
 
         cfg.address_policy()
+        # So does a malformed ckanext.webhooks.signing_keys entry, named by
+        # its position: the key itself is never printed.
+        try:
+            cfg.signing_keys()
+        except signing_keys.BadSigningKey as error:
+            raise CkanConfigurationException(str(error)) from None
+        # Extra header values are credentials: out of CKAN's API debug log.
+        redaction.install()
 
     # IConfigurer
     def update_config(self, config: Any) -> None:

@@ -6,6 +6,7 @@ same authorization and validation as the API.
 
 from __future__ import annotations
 
+import json
 from typing import Any, cast
 
 import ckan.plugins.toolkit as tk
@@ -13,7 +14,9 @@ from ckan.config.middleware.flask_app import csrf
 from ckan.types import Context
 from flask import Blueprint, current_app, make_response
 
-__all__ = ["consent_callbacks", "webhooks"]
+from ckanext.webhooks.vocabulary import PayloadFormat, PayloadKind
+
+__all__ = ["consent_callbacks", "signing_keys", "webhooks"]
 
 webhooks = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 # Receivers call back here to consent (CloudEvents abuse protection). They
@@ -23,10 +26,21 @@ consent_callbacks = Blueprint(
     "webhooks_consent", __name__, url_prefix="/webhooks/consent"
 )
 csrf.exempt(consent_callbacks)
+# The site's public keys where receivers look for them, for anyone.
+signing_keys = Blueprint("webhooks_keys", __name__, url_prefix="/.well-known/webhooks")
 
 PAGE_SIZE = 50
 DELIVERY_LOG_SIZE = 50
-FORM_FIELDS = ("topic", "address", "dataset", "organization", "rate_limit")
+FORM_FIELDS = (
+    "topic",
+    "address",
+    "dataset",
+    "organization",
+    "rate_limit",
+    "payload",
+    "format",
+    "headers",
+)
 # Open-data filters: one field each in the form, values separated by commas.
 LIST_FIELDS = ("group", "tag", "res_format", "license_id")
 
@@ -126,6 +140,9 @@ def new() -> Any:
         except tk.ValidationError as error:
             errors = cast("dict[str, list[str]]", error.error_dict)
             error_summary = error.error_summary
+            # Header values are credentials: the form comes back with the
+            # names only, to be filled in again.
+            data["headers"] = _header_names_only(data["headers"])
         except tk.NotAuthorized as error:
             return tk.abort(403, str(error))
         else:
@@ -145,7 +162,22 @@ def new() -> Any:
             "errors": errors,
             "error_summary": error_summary,
             "topics": _topic_options(),
+            "payload_options": [
+                {"value": kind.value, "text": kind.value} for kind in PayloadKind
+            ],
+            "format_options": [
+                {"value": wrapping.value, "text": wrapping.value}
+                for wrapping in PayloadFormat
+            ],
         },
+    )
+
+
+def _header_names_only(lines: str) -> str:
+    return "\n".join(
+        line.partition(":")[0].strip() + ": "
+        for line in lines.splitlines()
+        if line.strip()
     )
 
 
@@ -323,4 +355,15 @@ def grant(id: str, token: str) -> Any:
 def _plain(status: int, text: str) -> Any:
     response = make_response(text, status)
     response.mimetype = "text/plain"
+    return response
+
+
+@signing_keys.route("/keys.json")
+def public_keys() -> Any:
+    """``webhook_signing_keys`` as a file: whatever minimum_auth says."""
+    keys = tk.get_action("webhook_signing_keys")(cast(Context, {}), {})
+    response = make_response(json.dumps(keys, indent=2) + "\n")
+    response.mimetype = "application/json"
+    response.cache_control.public = True
+    response.cache_control.max_age = 300
     return response

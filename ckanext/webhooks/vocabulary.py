@@ -20,16 +20,24 @@ __all__ = [
     "LEASE_REASON",
     "ORGANIZATION_TOPICS",
     "PING",
+    "PUBLIC_KEY_PREFIX",
     "RESOURCE_TOPICS",
     "SECRET_PREFIX",
+    "SIGNING_KEY_PREFIX",
     "TOPICS",
     "UNVERIFIED_REASON",
     "AttemptOutcome",
     "DeliveryStatus",
+    "PayloadFormat",
+    "PayloadKind",
     "isoformat",
 ]
 
 SECRET_PREFIX = "whsec_"
+# Standard Webhooks ed25519 keys (v1a signatures): the site's secret signing
+# key and the public key anyone verifies with.
+SIGNING_KEY_PREFIX = "whsk_"
+PUBLIC_KEY_PREFIX = "whpk_"
 EVENT_PREFIX = "evt_"
 
 DATASET_TOPICS = ("dataset/create", "dataset/update", "dataset/delete")
@@ -84,6 +92,20 @@ class AttemptOutcome(str, enum.Enum):
     GIVEN_UP = "given up"
     GONE = "gone"
     FAILED = "failed"  # a test ping that failed: pings are never retried
+
+
+class PayloadKind(str, enum.Enum):
+    """What a delivery's ``entity`` carries, ``webhook.payload``."""
+
+    FULL = "full"  # the entity as the webhook's owner may see it
+    THIN = "thin"  # its identity and the API URL to fetch it
+
+
+class PayloadFormat(str, enum.Enum):
+    """How a delivery's body is wrapped, ``webhook.format``."""
+
+    STANDARD = "standard"  # the body of docs/topics.rst
+    CLOUDEVENTS = "cloudevents"  # CloudEvents 1.0 structured JSON
 
 
 def isoformat(moment: datetime.datetime | None) -> str | None:

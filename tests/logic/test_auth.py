@@ -56,7 +56,7 @@ PER_WEBHOOK = (
 
 
 def expected(action: str, level: str, actor: str, ownership: str | None) -> str:
-    if action == "webhook_topic_list":
+    if action in ("webhook_topic_list", "webhook_signing_keys"):
         return "ok"
     if actor not in PASSES[level]:
         return "denied"
@@ -113,7 +113,7 @@ class World:
 def data_for(action: str, world: World, webhook_id: str | None) -> dict:
     if action == "webhook_create":
         return {"topic": "dataset/update", "address": world.address}
-    if action in ("webhook_list", "webhook_topic_list"):
+    if action in ("webhook_list", "webhook_topic_list", "webhook_signing_keys"):
         return {}
     if action == "webhook_update":
         return {"id": webhook_id, "topic": "dataset/update"}
@@ -140,6 +140,7 @@ ACTIONS = (
     "webhook_create",
     "webhook_list",
     "webhook_topic_list",
+    "webhook_signing_keys",
     "webhook_event_publish",
     *PER_WEBHOOK,
 )

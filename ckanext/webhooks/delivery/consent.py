@@ -120,7 +120,9 @@ def _requested_rate(webhook: Webhook) -> int | None:
 
 
 def _request_headers(webhook: Webhook) -> dict[str, str]:
+    # The receiver's gateway may ask for its headers on the handshake too.
     headers = {
+        **webhook.custom_headers,
         "User-Agent": f"ckanext-webhooks/{__version__}",
         "WebHook-Request-Origin": cfg.site_origin(),
         "WebHook-Request-Callback": _callback_url(webhook),

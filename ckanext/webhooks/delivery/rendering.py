@@ -28,10 +28,12 @@ from ckanext.webhooks import leases
 from ckanext.webhooks.delivery import sequencing
 from ckanext.webhooks.delivery.claiming import Claim
 from ckanext.webhooks.delivery.payload import (
+    Extras,
     Shape,
     Template,
     render,
     render_spliced,
+    shape_of,
 )
 from ckanext.webhooks.delivery.visibility import EntityViews, Hidden, ReaderClassViews
 from ckanext.webhooks.interfaces import IWebhooks
@@ -88,9 +90,9 @@ class Renderer:
         # Owners share a view: a plugin shaping payloads gets its own copy,
         # and each delivery its own serialisation.
         self._shaped = any(True for _ in p.PluginImplementations(IWebhooks))
-        # Per (event, view, filter): the view is held by its template, so the
+        # Per (event, view, shape): the view is held by its template, so the
         # id of the view is not reused while it is a key.
-        self._templates: dict[tuple[str, int, str | None], Template | None] = {}
+        self._templates: dict[tuple[str, int, Shape], Template | None] = {}
 
     def render(self, claims: list[Claim]) -> tuple[list[Prepared], list[Claim]]:
         views = EntityViews() if self.per_owner else ReaderClassViews(self._carried)
@@ -109,7 +111,7 @@ class Renderer:
             if _key(claim) not in self._previous
         )
         seen: dict[tuple[str, str | None], Any] = {}
-        shown: list[tuple[Claim, Any, Shape]] = []
+        shown: list[tuple[Claim, Any, Extras]] = []
         readers = _PrivateReaders()
         for claim in sendable:
             key = _key(claim)
@@ -126,18 +128,18 @@ class Renderer:
                 shown.append((claim, *placed))
         # Numbered only now: what is not sent takes no number.
         sequencing.number([claim for claim, _, _ in shown if claim.event.topic != PING])
-        templates: dict[tuple[str, int, str | None], Template | None] = {}
-        for claim, entity, shape in shown:
-            if self._shaped or shape.coalesced > 1:
+        templates: dict[tuple[str, int, Shape, str | None], Template | None] = {}
+        for claim, entity, extras in shown:
+            if self._shaped or extras.coalesced > 1:
                 body, headers = render(
                     claim.event,
                     claim.webhook,
                     copy.deepcopy(entity) if self._shaped else entity,
                     claim.sequence,
-                    shape,
+                    extras,
                 )
             else:
-                body, headers = self._spliced(claim, entity, shape, templates)
+                body, headers = self._spliced(claim, entity, extras, templates)
             ready.append(Prepared(claim, body, headers))
         self._templates = templates
         if isinstance(views, ReaderClassViews):
@@ -150,20 +152,23 @@ class Renderer:
         self,
         claim: Claim,
         entity: Any,
-        shape: Shape,
-        templates: dict[tuple[str, int, str | None], Template | None],
+        extras: Extras,
+        templates: dict[tuple[str, int, Shape, str | None], Template | None],
     ) -> tuple[bytes, dict[str, str]]:
-        """The body from the (event, view, filter)'s template, made on first use."""
-        key = (claim.event.id, id(entity), shape.filter)
+        """The body from the (event, view, shape, filter)'s template, made on
+        first use: a thin or CloudEvents body never reaches a webhook of
+        another shape."""
+        shape = shape_of(claim.webhook)
+        key = (claim.event.id, id(entity), shape, extras.filter)
         if key not in templates:
             templates[key] = (
                 self._templates[key]
                 if key in self._templates
-                else Template.of(claim.event, entity, shape)
+                else Template.of(claim.event, entity, shape, extras)
             )
         template = templates[key]
         if template is None:
-            return render(claim.event, claim.webhook, entity, claim.sequence, shape)
+            return render(claim.event, claim.webhook, entity, claim.sequence, extras)
         return render_spliced(claim.event, claim.webhook, template, claim.sequence)
 
 
@@ -196,7 +201,7 @@ class _PrivateReaders:
 
 def _place(
     claim: Claim, entity: Any, readers: _PrivateReaders
-) -> tuple[Any, Shape] | None:
+) -> tuple[Any, Extras] | None:
     """What a delivery sends: the entity and its shape, or None (skipped).
 
     The filter label from expansion (matching.py) compares the dataset's
@@ -210,7 +215,7 @@ def _place(
     label = claim.filter
     event = claim.event
     if label is None or event.topic.endswith("/delete") or not _filtered(claim):
-        return None if isinstance(entity, Hidden) else (entity, _shape(claim, label))
+        return None if isinstance(entity, Hidden) else (entity, _extras(claim, label))
     before, after = event.before or {}, event.after or {}
     privacy_changed = bool(before.get("private")) != bool(after.get("private"))
     if isinstance(entity, Hidden) and not (privacy_changed and after.get("private")):
@@ -224,8 +229,8 @@ def _place(
         return None
     label = "matched" if was_in and is_in else "entered" if is_in else "left"
     if isinstance(entity, Hidden):
-        return _left(event), Shape(label, claim.coalesced, claim.changes, True)
-    return entity, _shape(claim, label)
+        return _left(event), Extras(label, claim.coalesced, claim.changes, True)
+    return entity, _extras(claim, label)
 
 
 def _filtered(claim: Claim) -> bool:
@@ -245,8 +250,8 @@ def _left(event: Any) -> dict[str, Any]:
     return {"id": event.entity_id, "name": (event.before or {}).get("name")}
 
 
-def _shape(claim: Claim, label: str | None) -> Shape:
-    return Shape(label, claim.coalesced, claim.changes)
+def _extras(claim: Claim, label: str | None) -> Extras:
+    return Extras(label, claim.coalesced, claim.changes)
 
 
 def _key(claim: Claim) -> tuple[str, str | None]:

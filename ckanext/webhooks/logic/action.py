@@ -36,6 +36,8 @@ from ckanext.webhooks.vocabulary import (
     EVENT_PREFIX,
     UNVERIFIED_REASON,
     DeliveryStatus,
+    PayloadFormat,
+    PayloadKind,
 )
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "webhook_renew",
     "webhook_rotate_secret",
     "webhook_show",
+    "webhook_signing_keys",
     "webhook_test",
     "webhook_topic_list",
     "webhook_update",
@@ -108,6 +111,13 @@ def webhook_create(context: Context, data_dict: DataDict) -> str:
     :param license_id: only datasets under this licence (or any of a list),
         optional
     :param rate_limit: at most this many deliveries per minute, optional
+    :param payload: ``full`` (default: the entity as the owner may see it) or
+        ``thin`` (its identity and the API URL to fetch it)
+    :param format: ``standard`` (default) or ``cloudevents`` (CloudEvents 1.0
+        structured JSON)
+    :param headers: extra request headers for the receiver's gateway, an
+        object of names to values (``Authorization``, say); their values are
+        never shown again, ``webhook_show`` lists the names
 
     All given filters must match, as the dataset was before the change or
     as it is after it; deliveries say which (``filter``: ``matched``,
@@ -129,6 +139,9 @@ def webhook_create(context: Context, data_dict: DataDict) -> str:
         **{column: data.get(field) for field, column in FILTER_COLUMNS.items()},
         owner_id=user.id if user else None,
         rate_limit=data.get("rate_limit"),
+        payload=data.get("payload", PayloadKind.FULL.value),
+        format=data.get("format", PayloadFormat.STANDARD.value),
+        headers=data.get("headers"),
         active=True,
         failure_count=0,
         created=now,
@@ -154,7 +167,10 @@ def webhook_show(context: Context, data_dict: DataDict) -> dict[str, Any]:
 def webhook_update(context: Context, data_dict: DataDict) -> dict[str, Any]:
     """Change ``address``, ``topic``, ``dataset``, ``organization``,
     ``group``, ``tag``, ``res_format``, ``license_id``, ``rate_limit``
-    (empty: none) or ``active``.
+    (empty: none), ``payload``, ``format``, ``headers`` or ``active``.
+
+    ``headers`` replaces every extra header at once (an empty object or
+    string removes them); left out, they stay as they are.
 
     Setting ``active`` to true re-enables a disabled webhook and resets its
     failure count (an anonymous webhook whose receiver answered 410 Gone only
@@ -186,6 +202,9 @@ def webhook_update(context: Context, data_dict: DataDict) -> dict[str, Any]:
         ("organization", "organization_id"),
         ("rate_limit", "rate_limit"),
         *FILTER_COLUMNS.items(),
+        ("payload", "payload"),
+        ("format", "format"),
+        ("headers", "headers"),
     ):
         if field in data:
             setattr(webhook, column, data[field])
@@ -599,3 +618,18 @@ def webhook_event_publish(context: Context, data_dict: DataDict) -> dict[str, An
     )
     _commit(context)
     return {"id": event_id, "topic": data["topic"], "queued": wanted}
+
+
+@tk.side_effect_free
+def webhook_signing_keys(context: Context, data_dict: DataDict) -> dict[str, Any]:
+    """The site's public keys, which verify the ``v1a`` signature of every
+    delivery: ``{"keys": [{"id", "public_key", "algorithm", "signature"}]}``.
+
+    Anyone may call it, over GET, whatever ``minimum_auth`` says: public keys
+    prove nothing and open nothing. Empty unless
+    ``ckanext.webhooks.signing_keys`` is set. Also served as
+    ``/.well-known/webhooks/keys.json``.
+    """
+    tk.check_access("webhook_signing_keys", context, data_dict)
+    _validated(context, data_dict, schema.webhook_signing_keys_schema)
+    return {"keys": [key.published() for key in cfg.signing_keys()]}

@@ -37,6 +37,7 @@ __all__ = [
     "webhook_renew",
     "webhook_rotate_secret",
     "webhook_show",
+    "webhook_signing_keys",
     "webhook_test",
     "webhook_topic_list",
     "webhook_update",
@@ -261,3 +262,9 @@ def webhook_event_publish(context: Context, data_dict: DataDict) -> AuthResult:
         "success": False,
         "msg": tk._("Only sysadmins and ckanext.webhooks.publishers may publish"),
     }
+
+
+@tk.auth_allow_anonymous_access
+def webhook_signing_keys(context: Context, data_dict: DataDict) -> AuthResult:
+    # Public keys: receivers that are no users of the site verify with them.
+    return {"success": True}

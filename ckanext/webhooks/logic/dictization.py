@@ -45,6 +45,10 @@ def webhook_dictize(webhook: Webhook, *, with_secret: bool = False) -> dict[str,
         "allowed_rate": webhook.allowed_rate,
         "rate_limit": webhook.rate_limit,
         "expires": isoformat(leases.expires(webhook)),
+        "payload": webhook.payload,
+        "format": webhook.format,
+        # Names only: the values are credentials, never shown again.
+        "headers": sorted(webhook.custom_headers, key=str.lower),
     }
     if with_secret:
         data["secret"] = webhook.secret

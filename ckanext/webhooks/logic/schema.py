@@ -19,6 +19,7 @@ __all__ = [
     "webhook_list_schema",
     "webhook_recover_schema",
     "webhook_redeliver_schema",
+    "webhook_signing_keys_schema",
     "webhook_update_schema",
 ]
 
@@ -40,11 +41,17 @@ def webhook_create_schema(
     webhook_tag_filter: Validator,
     webhook_format_filter: Validator,
     webhook_license_filter: Validator,
+    webhook_payload_kind: Validator,
+    webhook_format: Validator,
+    webhook_headers: Validator,
 ) -> Schema:
     # An empty value (or list) is no filter, here and in updates.
     return {
         "__extras": [webhook_unknown_fields],
         "__junk": [webhook_unknown_fields],
+        "payload": [ignore_missing, webhook_string, not_empty, webhook_payload_kind],
+        "format": [ignore_missing, webhook_string, not_empty, webhook_format],
+        "headers": [ignore_missing, webhook_headers],
         "topic": [not_empty, webhook_string, not_empty, webhook_topic],
         "group": [ignore_missing, webhook_empty_to_none, webhook_group_filter],
         "tag": [ignore_missing, webhook_empty_to_none, webhook_tag_filter],
@@ -227,4 +234,12 @@ def webhook_recover_schema(
         "id": [not_empty, webhook_string],
         "since": [not_empty, webhook_string],
         "until": [ignore_missing, webhook_string],
+    }
+
+
+@validator_args
+def webhook_signing_keys_schema(webhook_unknown_fields: Validator) -> Schema:
+    return {
+        "__extras": [webhook_unknown_fields],
+        "__junk": [webhook_unknown_fields],
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import ckan.model as model
@@ -12,7 +13,7 @@ from ckan.lib.navl.dictization_functions import StopOnError
 from ckanext.webhooks import config as cfg
 from ckanext.webhooks import topics
 from ckanext.webhooks.http import AddressRejected, check_url
-from ckanext.webhooks.vocabulary import CUSTOM_PREFIX
+from ckanext.webhooks.vocabulary import CUSTOM_PREFIX, PayloadFormat, PayloadKind
 
 __all__ = [
     "webhook_address",
@@ -20,11 +21,14 @@ __all__ = [
     "webhook_dataset",
     "webhook_empty_to_none",
     "webhook_event_data",
+    "webhook_format",
     "webhook_format_filter",
     "webhook_group_filter",
+    "webhook_headers",
     "webhook_license_filter",
     "webhook_natural_number",
     "webhook_organization",
+    "webhook_payload_kind",
     "webhook_positive_number",
     "webhook_publishable_topic",
     "webhook_rate_limit",
@@ -381,3 +385,134 @@ def shape_problems(data_dict: dict[Any, Any], schema: dict[str, Any]) -> dict:
                 else [_unknown_field_message(schema)]
             )
     return problems
+
+
+def _one_of(value: str, allowed: type[PayloadKind] | type[PayloadFormat]) -> str:
+    choices = [item.value for item in allowed]
+    if value not in choices:
+        raise tk.Invalid(
+            tk._("Must be one of: {choices}").format(choices=", ".join(choices))
+        )
+    return value
+
+
+def webhook_payload_kind(value: str) -> str:
+    """``full`` (the entity as the owner may see it) or ``thin``."""
+    return _one_of(value, PayloadKind)
+
+
+def webhook_format(value: str) -> str:
+    """``standard`` or ``cloudevents``."""
+    return _one_of(value, PayloadFormat)
+
+
+MAX_HEADERS = 10
+MAX_HEADER_NAME_LENGTH = 64
+MAX_HEADER_VALUE_LENGTH = 2048
+# RFC 9110 field names are tokens.
+_HEADER_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
+# The request's own headers: its framing, the signature, what the consent
+# handshake and the transport set. A receiver's gateway gets the rest.
+_RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+        "origin",
+        "user-agent",
+        "accept-encoding",
+    }
+)
+_RESERVED_PREFIXES = ("content-", "webhook-", "proxy-")
+
+
+def _parse_header_lines(text: str) -> dict[str, Any] | str:
+    """``Name: value`` lines (the web form's way) as a dict, or a problem."""
+    found: dict[str, Any] = {}
+    for line in text.split("\n"):
+        line = line.removesuffix("\r")
+        if not line.strip():
+            continue
+        name, colon, value = line.partition(":")
+        if not colon:
+            return tk._("Write one header per line, as Name: value")
+        found[name.strip()] = value
+    return found
+
+
+def _header_problem(name: Any, value: Any, seen: set[str]) -> str | None:
+    """What is wrong with one header, naming it but never its value."""
+    if not isinstance(name, str) or not _HEADER_TOKEN.fullmatch(name):
+        return tk._(
+            "Header names are HTTP tokens (letters, digits and !#$%&'*+-.^_`|~): "
+            "{name} is not one"
+        ).format(name=json.dumps(str(name)[:MAX_HEADER_NAME_LENGTH]))
+    lowered = name.lower()
+    if len(name) > MAX_HEADER_NAME_LENGTH:
+        return tk._("Header names are at most {max} characters long").format(
+            max=MAX_HEADER_NAME_LENGTH
+        )
+    if lowered in _RESERVED_HEADERS or lowered.startswith(_RESERVED_PREFIXES):
+        return tk._(
+            "{name} is set by the sender itself: Host, Content-*, webhook-*, "
+            "Origin, User-Agent and the connection's own headers cannot be "
+            "given"
+        ).format(name=name)
+    if lowered in seen:
+        return tk._("{name} is given twice").format(name=name)
+    seen.add(lowered)
+    if not isinstance(value, str):
+        return tk._("The value of {name} must be a string").format(name=name)
+    if not _PRINTABLE_ASCII.fullmatch(value):
+        return tk._(
+            "The value of {name} holds a control character (a line break, say) "
+            "or a character outside printable ASCII"
+        ).format(name=name)
+    if not value.strip():
+        return tk._("The value of {name} is empty").format(name=name)
+    if len(value) > MAX_HEADER_VALUE_LENGTH:
+        return tk._("The value of {name} is longer than {max} characters").format(
+            name=name, max=MAX_HEADER_VALUE_LENGTH
+        )
+    return None
+
+
+def webhook_headers(key: Any, data: Any, errors: Any, context: Any) -> None:
+    """Extra request headers for the receiver's gateway: a JSON object of
+    names to values, or ``Name: value`` lines; empty for none.
+
+    Stored as JSON text. The values are credentials: no message here ever
+    holds one.
+    """
+    value = data.get(key)
+    if value in ("", None) or value == {}:
+        data[key] = None
+        return
+    if isinstance(value, str):
+        value = _parse_header_lines(value)
+        if isinstance(value, str):
+            errors[key].append(value)
+            raise StopOnError
+    if not isinstance(value, dict):
+        errors[key].append(tk._("Must be an object of header names to values"))
+        raise StopOnError
+    if len(value) > MAX_HEADERS:
+        errors[key].append(tk._("At most {max} headers").format(max=MAX_HEADERS))
+        raise StopOnError
+    seen: set[str] = set()
+    cleaned: dict[str, str] = {}
+    for name, header_value in value.items():
+        if isinstance(header_value, str):
+            header_value = header_value.strip(" ")
+        problem = _header_problem(name, header_value, seen)
+        if problem:
+            errors[key].append(problem)
+            raise StopOnError
+        cleaned[name] = header_value
+    data[key] = json.dumps(cleaned, separators=(",", ":"))
