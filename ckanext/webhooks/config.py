@@ -29,7 +29,9 @@ __all__ = [
     "max_tests_per_minute",
     "max_webhooks_per_address",
     "max_webhooks_per_user",
+    "metrics_token",
     "minimum_auth",
+    "owner_notice_minutes",
     "publishers",
     "queue",
     "render_per_owner",
@@ -134,6 +136,14 @@ def verification_hours() -> int:
 
 def anonymous_lease_days() -> int:
     return _option("anonymous_lease_days")
+
+
+def metrics_token() -> str:
+    return _option("metrics_token") or ""
+
+
+def owner_notice_minutes() -> int:
+    return _option("owner_notice_minutes")
 
 
 def site_origin() -> str:

@@ -13,7 +13,7 @@ from ckan.config.middleware.flask_app import csrf
 from ckan.types import Context
 from flask import Blueprint, current_app, make_response
 
-__all__ = ["consent_callbacks", "webhooks"]
+__all__ = ["consent_callbacks", "webhooks", "webhooks_admin", "webhooks_metrics"]
 
 webhooks = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 # Receivers call back here to consent (CloudEvents abuse protection). They
@@ -316,3 +316,13 @@ def _plain(status: int, text: str) -> Any:
     response = make_response(text, status)
     response.mimetype = "text/plain"
     return response
+
+
+# The operator's pages (the admin tab, metrics) live in their own module;
+# their forms are checked for CSRF like these.
+from ckanext.webhooks.operator_views import (  # noqa: E402
+    webhooks_admin,
+    webhooks_metrics,
+)
+
+webhooks_admin.before_request(_require_csrf_token)

@@ -19,7 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 import ckan.model as model
 
 from ckanext.webhooks import config as cfg
-from ckanext.webhooks import leases
+from ckanext.webhooks import leases, metrics
 from ckanext.webhooks.delivery import consent, outcomes
 from ckanext.webhooks.delivery.claiming import (
     Claim,
@@ -179,6 +179,7 @@ class Deliverer:
             delays, next_free = self.webhook_throttle.book(webhook_id, len(items), rate)
             admitted += zip(delays, items, strict=False)
             held = [prepared.claim for prepared in items[len(delays) :]]
+            metrics.count_deferrals("webhook", (p.host for p in items[len(delays) :]))
             self._hold(held, next_free, spacing=60 / rate)
         return admitted
 
@@ -195,6 +196,7 @@ class Deliverer:
                 entry = (now + max(delay, earliest), next(self._tiebreak), prepared)
                 heapq.heappush(self._timetable, entry)
             held = [prepared.claim for _, prepared in items[len(delays) :]]
+            metrics.count_deferrals("host", [host] * len(held))
             self._hold(held, next_free, spacing=self._host_interval)
 
     def _hold(self, held: list[Claim], next_free: float, spacing: float) -> None:

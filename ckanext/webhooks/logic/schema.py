@@ -218,3 +218,12 @@ def webhook_recover_schema(
         "since": [not_empty, webhook_string],
         "until": [ignore_missing, webhook_string],
     }
+
+
+@validator_args
+def webhook_no_parameters_schema(webhook_unknown_fields: Validator) -> Schema:
+    """For actions that take nothing: any key given is refused by name."""
+    return {
+        "__extras": [webhook_unknown_fields],
+        "__junk": [webhook_unknown_fields],
+    }

@@ -1,0 +1,48 @@
+"""Operator controls: the delivery pause, the worker heartbeat, owner notices.
+
+``webhook_control`` is a small table of named settings shared by every
+process: ``delivery_paused`` (present while delivery is paused; its value
+says who paused it) and ``worker_seen`` (touched each time a delivery job
+starts). It lives in PostgreSQL, not Redis, so a pause survives restarts and
+a Redis flush, and the claim statement reads it in the same query.
+
+``webhook.owner_notified_at`` is when the owner of a disabled webhook was
+mailed about it (NULL: not yet); the partial index finds the webhooks whose
+owners are still to be told without reading the rest.
+
+Revision ID: b8d1e5f3a2c7
+Revises: f4a7c2d9e1b3
+Create Date: 2026-11-24
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "b8d1e5f3a2c7"
+down_revision = "f4a7c2d9e1b3"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table(
+        "webhook_control",
+        sa.Column("name", sa.UnicodeText, primary_key=True),
+        sa.Column("value", sa.UnicodeText, nullable=True),
+        sa.Column("updated", sa.DateTime, nullable=False),
+    )
+    op.add_column("webhook", sa.Column("owner_notified_at", sa.DateTime, nullable=True))
+    op.create_index(
+        "ix_webhook_owner_notice",
+        "webhook",
+        ["owner_id"],
+        postgresql_where=sa.text(
+            "NOT active AND owner_id IS NOT NULL AND owner_notified_at IS NULL"
+        ),
+    )
+
+
+def downgrade():
+    op.drop_index("ix_webhook_owner_notice", table_name="webhook")
+    op.drop_column("webhook", "owner_notified_at")
+    op.drop_table("webhook_control")
