@@ -6,7 +6,11 @@ the metrics are read back with ``prometheus_client``'s own parser.
 
 from __future__ import annotations
 
+import email
 import json
+import socket
+import time
+from typing import Any
 
 import pytest
 from ckan.tests import factories, helpers
@@ -327,3 +331,117 @@ class TestStatusCommand:
         assert json.loads(paused.output)["problems"][0].startswith("delivery is paused")
         assert cli.invoke(webhooks_cli, ["resume"]).exit_code == 0
         assert cli.invoke(webhooks_cli, ["status"]).exit_code == 0
+
+
+class Mailbox:
+    """A real SMTP server on 127.0.0.1 (aiosmtpd) that keeps what it gets."""
+
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(
+            email.message_from_bytes(envelope.original_content or envelope.content)
+        )
+        return "250 OK"
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.messages) >= count:
+                return True
+            time.sleep(0.05)
+        return len(self.messages) >= count
+
+
+@pytest.fixture
+def mailbox(ckan_config, monkeypatch):
+    from aiosmtpd.controller import Controller
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    box = Mailbox()
+    controller = Controller(box, hostname="127.0.0.1", port=port)
+    controller.start()
+    monkeypatch.setitem(ckan_config, "smtp.server", f"127.0.0.1:{port}")
+    monkeypatch.setitem(ckan_config, "smtp.mail_from", "ckan@example.org")
+    try:
+        yield box
+    finally:
+        controller.stop()
+
+
+def body_of(message) -> str:
+    part = message.get_payload(0) if message.is_multipart() else message
+    return part.get_payload(decode=True).decode()
+
+
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+class TestOwnerNotices:
+    def test_one_digest_per_owner_with_what_and_why(
+        self, app, receiver, run_jobs, mailbox
+    ):
+        from ckanext.webhooks.delivery import dispatch
+
+        owner = factories.User(email="owner@example.org", password=PASSWORD)
+        admin = factories.Sysadmin()
+        with Receiver(410) as gone_receiver:
+            gone = subscribe(gone_receiver, path="/gone", user=owner)
+            subscribe(gone_receiver, path="/anonymous")  # nobody to mail
+            switched = subscribe(receiver, path="/by-admin", user=owner)
+            mine = subscribe(receiver, path="/mine", user=owner)
+            helpers.call_action(
+                "webhook_update", as_user(admin), id=switched, active=False
+            )
+            helpers.call_action("webhook_update", as_user(owner), id=mine, active=False)
+            helpers.call_action(
+                "package_patch", id=factories.Dataset()["id"], notes="x"
+            )
+            run_jobs()
+        assert not helpers.call_action("webhook_show", id=gone)["active"]
+
+        assert dispatch()["notified"] == 1
+        assert mailbox.wait_for(1)
+        message = mailbox.messages[0]
+        assert message["To"].endswith("<owner@example.org>")
+        text = body_of(message)
+        assert "receiver answered 410 Gone" in text
+        assert "disabled by a sysadmin" in text
+        assert f"/webhooks/{gone}" in text and f"/webhooks/{switched}" in text
+        assert f"/webhooks/{mine}" not in text  # switched off by the owner
+        assert "/anonymous" not in text
+        assert "re-enable" in text
+
+        assert dispatch()["notified"] == 0  # told already: no second mail
+        assert len(mailbox.messages) == 1
+
+        page = Browser(app).login(owner).get("/webhooks")
+        assert 'id="disabled-notice"' in page.body
+        assert "disabled by a sysadmin" in page.body
+
+    @pytest.mark.ckan_config("ckanext.webhooks.owner_notice_minutes", 0)
+    def test_disabled_again_is_told_again(self, receiver, mailbox, cli):
+        owner = factories.User(email="owner@example.org")
+        admin = factories.Sysadmin()
+        hook = subscribe(receiver, user=owner)
+        for _ in range(2):
+            helpers.call_action("webhook_update", as_user(admin), id=hook, active=False)
+            result = cli.invoke(webhooks_cli, ["notify-owners"])
+            assert result.output.strip() == "1 notices sent"
+            helpers.call_action("webhook_update", as_user(owner), id=hook, active=True)
+        assert mailbox.wait_for(2)
+
+    def test_a_mail_that_fails_is_tried_again(self, receiver, ckan_config, monkeypatch):
+        from ckanext.webhooks.notices import notify_owners
+
+        with socket.socket() as probe:  # a port nobody listens on
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        monkeypatch.setitem(ckan_config, "smtp.server", f"127.0.0.1:{port}")
+        owner = factories.User(email="owner@example.org")
+        hook = subscribe(receiver, user=owner)
+        admin = factories.Sysadmin()
+        helpers.call_action("webhook_update", as_user(admin), id=hook, active=False)
+        assert notify_owners() == 0
+        assert count("webhook WHERE owner_notified_at IS NOT NULL") == 0

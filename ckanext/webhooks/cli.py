@@ -263,3 +263,12 @@ def pause() -> None:
 def resume() -> None:
     """Resume delivery."""
     _echo(_call("webhook_delivery_resume", {}))
+
+
+@webhooks.command("notify-owners")
+def notify_owners() -> None:
+    """Mail owners the digests of their disabled webhooks that are due
+    (`dispatch` does it too)."""
+    from ckanext.webhooks.notices import notify_owners as send_digests
+
+    click.echo(f"{send_digests()} notices sent")

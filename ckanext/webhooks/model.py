@@ -99,7 +99,8 @@ class Webhook(tk.BaseModel):
     rate_limit = Column(Integer, nullable=True)
     # The last number this webhook gave a delivery (delivery/sequencing.py).
     last_sequence = Column(BigInteger, nullable=False, default=0, server_default="0")
-    # When its owner was mailed that it is disabled (notices.py); NULL: not yet.
+    # When its owner was last mailed that it is disabled (notices.py): not
+    # since it was disabled if NULL or before disabled_at.
     owner_notified_at = Column(DateTime, nullable=True)
     # Start of an anonymous webhook's lease (leases.py).
     renewed = Column(
@@ -164,9 +165,7 @@ class Webhook(tk.BaseModel):
         Index(
             "ix_webhook_owner_notice",
             "owner_id",
-            postgresql_where=text(
-                "NOT active AND owner_id IS NOT NULL AND owner_notified_at IS NULL"
-            ),
+            postgresql_where=text("NOT active AND owner_id IS NOT NULL"),
         ),
         Index(
             "ix_webhook_anonymous_lease",

@@ -7,8 +7,9 @@ starts). It lives in PostgreSQL, not Redis, so a pause survives restarts and
 a Redis flush, and the claim statement reads it in the same query.
 
 ``webhook.owner_notified_at`` is when the owner of a disabled webhook was
-mailed about it (NULL: not yet); the partial index finds the webhooks whose
-owners are still to be told without reading the rest.
+last mailed about it: not yet if it is NULL or older than ``disabled_at``.
+The partial index finds the disabled webhooks with owners without reading
+the rest.
 
 Revision ID: b8d1e5f3a2c7
 Revises: f4a7c2d9e1b3
@@ -36,9 +37,7 @@ def upgrade():
         "ix_webhook_owner_notice",
         "webhook",
         ["owner_id"],
-        postgresql_where=sa.text(
-            "NOT active AND owner_id IS NOT NULL AND owner_notified_at IS NULL"
-        ),
+        postgresql_where=sa.text("NOT active AND owner_id IS NOT NULL"),
     )
 
 
