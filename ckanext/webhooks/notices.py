@@ -5,10 +5,10 @@ consent rules (the receiver did not consent in time) or by a sysadmin. Its
 owner, if it has one, gets one email per digest: every webhook of theirs
 disabled since the last email, why, and how to switch it on again. Nothing
 is recorded at the places that disable a webhook: a disabled webhook whose
-``owner_notified_at`` is empty is the record, so no way of disabling can
-forget to tell; a webhook enabled and disabled again is told about again,
-since it was disabled after the last notice. Anonymous webhooks have nobody to mail; a webhook its owner
-switched off needs no notice.
+``owner_notified_at`` is empty, or older than ``disabled_at``, is the
+record, so no way of disabling can forget to tell, and a webhook enabled and
+disabled again is told about again. Anonymous webhooks have nobody to mail;
+a webhook its owner switched off needs no notice.
 
 Digests go out from ``ckan webhooks dispatch`` (and ``notify-owners``), at
 most one per owner per ``ckanext.webhooks.owner_notice_minutes``. The rows
