@@ -63,9 +63,7 @@ def test_operator_sees_pauses_resumes_and_disables(
     expect(page.locator("#figure-success-rate")).to_contain_text("50.0%")
     expect(page.locator("#figure-worker-seen")).to_contain_text("ago")
     expect(page.locator("#delivery-chart svg rect")).to_have_count(2)
-    expect(page.locator("#failing-webhooks")).to_contain_text(
-        broken.url.split("//")[1]
-    )
+    expect(page.locator("#failing-webhooks")).to_contain_text(broken.url.split("//")[1])
     page.wait_for_load_state("networkidle")
     page.screenshot(path=str(screenshots / "operator.png"), full_page=True)
 
@@ -79,9 +77,7 @@ def test_operator_sees_pauses_resumes_and_disables(
 
     page.locator("#failing-webhooks").get_by_role("button", name="Disable").click()
     expect(page.locator(".flash-messages")).to_contain_text("Webhook disabled.")
-    expect(page.locator("#disabled-webhooks")).to_contain_text(
-        "disabled by a sysadmin"
-    )
+    expect(page.locator("#disabled-webhooks")).to_contain_text("disabled by a sysadmin")
     assert api.action.webhook_show(id=failing)["active"] is False
 
     stranger = factories.User(name="not-an-operator", password=PASSWORD)
