@@ -222,6 +222,22 @@ class TestMetrics:
         samples = scrape(metrics.exposition())
         assert samples["ckan_webhooks_attempts_total"][(("outcome", "success"),)] == 1
 
+    @pytest.mark.ckan_config("ckanext.webhooks.max_rate_per_host", 10)
+    @pytest.mark.ckan_config("ckanext.webhooks.max_webhooks_per_address", 0)
+    def test_deferrals_are_counted_per_host(self, receiver, run_jobs):
+        for n in range(30):
+            subscribe(receiver, path=f"/hook-{n}")
+        helpers.call_action("package_patch", id=factories.Dataset()["id"], notes="x")
+        run_jobs()
+        assert receiver.wait_for(30)
+        samples = scrape(metrics.exposition())
+        held = samples["ckan_webhooks_deferred_total"][
+            (("ceiling", "host"), ("host", receiver_host(receiver.url)))
+        ]
+        assert held >= 30 - 10  # at most one second's worth went at once
+        attempts = samples["ckan_webhooks_attempts_total"]
+        assert attempts[(("outcome", "success"),)] == 30
+
     @pytest.mark.ckan_config("ckanext.webhooks.metrics_token", "s3cret-metrics")
     def test_the_metrics_token(self, app):
         good = app.get(
