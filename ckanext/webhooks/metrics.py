@@ -186,7 +186,7 @@ def exposition() -> str:
     """The whole scrape, in the Prometheus text format (version 0.0.4)."""
     lines: list[str] = []
     counters = _counters()
-    _gauge_lines(lines, status.delivery_status())
+    _gauge_lines(lines, status.delivery_status(recent=False))
     lines.append(f"{PREFIX}counters_available {int(counters is not None)}")
     _counter_lines(lines, counters or {})
     return "\n".join(lines) + "\n"
