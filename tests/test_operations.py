@@ -21,7 +21,7 @@ from ckanext.webhooks.cli import webhooks as webhooks_cli
 from ckanext.webhooks.http import receiver_host
 from tests.helpers import count
 from tests.support.receivers.recording import Receiver
-from tests.test_views import PASSWORD, Browser
+from tests.test_views import CSRF_TOKEN_VALUE, PASSWORD, Browser
 
 
 @pytest.fixture(autouse=True)
@@ -50,6 +50,13 @@ def as_user(user):
 
 def status():
     return helpers.call_action("webhook_status_show")
+
+
+def page_text(response, path: str) -> str:
+    """A page without its CSRF token (signed with the time, so it differs)
+    and its own path (the language menu links to it)."""
+    text = CSRF_TOKEN_VALUE.sub(r"\1<token>", response.get_data(as_text=True))
+    return text.replace(path, "<path>")
 
 
 def scrape(families_text: str) -> dict[str, dict[tuple, float]]:
@@ -250,14 +257,15 @@ class TestMetrics:
             assert refused.status_code == 404
 
     def test_strangers_get_what_a_missing_page_gets(self, app):
-        missing = app.get("/webhooks/metrics-nope")
         user = factories.User()
         token = factories.APIToken(user=user["name"])["token"]
         for headers in ({}, {"Authorization": token}):
+            missing = app.get("/no-such-page/metrics", headers=headers)
             response = app.get("/webhooks/metrics", headers=headers)
-            assert response.status_code == 404
-            assert response.status_code == missing.status_code
-            assert "ckan_webhooks" not in response.get_data(as_text=True)
+            assert response.status_code == missing.status_code == 404
+            assert page_text(response, "/webhooks/metrics") == page_text(
+                missing, "/no-such-page/metrics"
+            )
 
 
 @pytest.mark.usefixtures("with_plugins", "clean_db")
@@ -311,15 +319,30 @@ class TestAdminPage:
         assert response.status_code in (400, 403)
         assert control.paused() is None
 
-    def test_non_sysadmins_get_404(self, app, receiver):
+    def test_non_sysadmins_get_what_a_missing_page_gets(self, app, receiver):
+        """404 for GET; for POST the 405 that any unknown URL gets (CKAN's
+        static route takes every path, for GET only)."""
         hook = subscribe(receiver)
         user = factories.User(password=PASSWORD)
         browser = Browser(app).login(user)
-        assert browser.get("/ckan-admin/webhooks").status_code == 404
+        missing = browser.get("/ckan-admin/no-such-tab")
+        page = browser.get("/ckan-admin/webhooks")
+        assert page.status_code == missing.status_code == 404
+        assert page_text(page, "/ckan-admin/webhooks") == page_text(
+            missing, "/ckan-admin/no-such-tab"
+        )
         for path in ("pause", "resume", f"disable/{hook}"):
-            response = browser.submit("/webhooks", f"/ckan-admin/webhooks/{path}", {})
-            assert response.status_code == 404
-        assert app.get("/ckan-admin/webhooks").status_code == 404  # anonymous
+            ours, theirs = f"/ckan-admin/webhooks/{path}", f"/ckan-admin/no-such/{path}"
+            response = browser.submit("/webhooks", ours, {})
+            absent = browser.submit("/webhooks", theirs, {})
+            assert response.status_code == absent.status_code
+            assert page_text(response, ours) == page_text(absent, theirs)
+            assert response.headers.get("Allow") == absent.headers.get("Allow")
+        anonymous = app.get("/ckan-admin/webhooks")
+        assert anonymous.status_code == 404
+        assert page_text(anonymous, "/ckan-admin/webhooks") == page_text(
+            app.get("/ckan-admin/no-such-tab"), "/ckan-admin/no-such-tab"
+        )
         assert control.paused() is None
         assert helpers.call_action("webhook_show", id=hook)["active"] is True
 

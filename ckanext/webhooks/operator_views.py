@@ -15,6 +15,7 @@ from typing import Any, cast
 import ckan.plugins.toolkit as tk
 from ckan.types import Context
 from flask import Blueprint, make_response
+from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from ckanext.webhooks import config as cfg
 from ckanext.webhooks import metrics
@@ -27,6 +28,7 @@ webhooks_admin = Blueprint(
 # (views.py checks the CSRF token of its forms, as for its own pages.)
 webhooks_metrics = Blueprint("webhooks_metrics", __name__, url_prefix="/webhooks")
 
+_STATIC_METHODS = ["GET", "HEAD", "OPTIONS"]
 CHART_HEIGHT = 120  # pixels of the per-minute chart's tallest bar
 BAR_WIDTH = 10
 
@@ -38,8 +40,14 @@ def _context() -> Context:
 
 
 def _sysadmin_or_404() -> None:
-    if not getattr(tk.current_user, "sysadmin", False):
-        tk.abort(404, tk._("Not found"))
+    """Anyone else gets exactly what a URL that does not exist gets: 404 for
+    GET, and for POST the 405 of CKAN's static files route, which takes every
+    unknown path, for GET only."""
+    if getattr(tk.current_user, "sysadmin", False):
+        return
+    if tk.request.method == "POST":
+        raise MethodNotAllowed(valid_methods=_STATIC_METHODS)
+    raise NotFound()
 
 
 def chart_bars(per_minute: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -121,7 +129,7 @@ def scrape() -> Any:
     """Prometheus text exposition; 404 for anyone but sysadmins and the
     bearer of the metrics token."""
     if not (_bearer_allowed() or getattr(tk.current_user, "sysadmin", False)):
-        return tk.abort(404, tk._("Not found"))
+        raise NotFound()
     response = make_response(metrics.exposition(), 200)
     response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
     response.cache_control.no_store = True
