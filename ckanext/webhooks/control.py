@@ -6,7 +6,8 @@ itself (``paused_sql``): a worker that claims after the pause commits claims
 nothing, with no cache to go stale. Capture and expansion go on while paused,
 so events keep turning into deliveries that wait, unsent and not lost.
 
-The heartbeat (``worker_seen``) is one upsert per delivery job, not per
+The heartbeat (``worker_seen``) is one upsert when a delivery job starts
+and every 30 s while it works (``Deliverer._housekeeping``), never per
 delivery: cheap, durable, and readable in the same query as the backlog.
 Delivery jobs come through Redis (RQ), so while Redis is down no job starts
 and the heartbeat ages; that is what it is meant to show.

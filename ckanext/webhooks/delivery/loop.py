@@ -19,7 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 import ckan.model as model
 
 from ckanext.webhooks import config as cfg
-from ckanext.webhooks import leases, metrics
+from ckanext.webhooks import control, leases, metrics
 from ckanext.webhooks.delivery import consent, outcomes
 from ckanext.webhooks.delivery.claiming import (
     Claim,
@@ -153,10 +153,12 @@ class Deliverer:
         return True
 
     def _housekeeping(self) -> None:
-        """Now and then: disable webhooks whose lease or time to consent ran out."""
+        """Now and then (and first thing in a job): note that a worker is at
+        work; disable webhooks whose lease or time to consent ran out."""
         if time.monotonic() - self._housekept_at < HOUSEKEEPING_INTERVAL:
             return
         self._housekept_at = time.monotonic()
+        control.touch_worker_seen()
         now = utcnow()
         leases.expire_overdue(now)
         consent.expire_overdue(now)

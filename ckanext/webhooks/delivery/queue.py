@@ -20,7 +20,7 @@ import ckan.plugins.toolkit as tk
 from sqlalchemy import text
 
 from ckanext.webhooks import config as cfg
-from ckanext.webhooks import control, leases, notices
+from ckanext.webhooks import leases, notices
 from ckanext.webhooks.delivery import consent
 from ckanext.webhooks.delivery.claiming import due_sql
 from ckanext.webhooks.delivery.listener import linger, someone_listens
@@ -106,7 +106,6 @@ def _budget() -> float:
 def deliver_pending(budget_seconds: float | None = None) -> dict[str, int]:
     """The RQ job: deliver everything that is due, linger, then return."""
     _clear_wake_flag()
-    control.touch_worker_seen()
     budget = budget_seconds if budget_seconds is not None else _budget()
     started = time.monotonic()
     # CKAN's 100,000-odd objects, loaded before the job, live as long as the
