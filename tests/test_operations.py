@@ -21,6 +21,7 @@ from ckanext.webhooks.cli import webhooks as webhooks_cli
 from ckanext.webhooks.http import receiver_host
 from tests.helpers import count
 from tests.support.receivers.recording import Receiver
+from tests.test_at_least_once import private_redis  # noqa: F401  (a fixture)
 from tests.test_views import CSRF_TOKEN_VALUE, PASSWORD, Browser
 
 
@@ -484,3 +485,25 @@ class TestOwnerNotices:
         helpers.call_action("webhook_update", as_user(admin), id=hook, active=False)
         assert notify_owners() == 0
         assert count("webhook WHERE owner_notified_at IS NOT NULL") == 0
+
+
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+class TestRedisDown:
+    @pytest.mark.ckan_config("ckanext.webhooks.linger_seconds", 0)
+    def test_figures_and_delivery_go_on_without_the_counters(
+        self,
+        private_redis,  # noqa: F811
+        receiver,
+    ):
+        from ckanext.webhooks.delivery import deliver_pending
+
+        subscribe(receiver)
+        private_redis.stop()
+        helpers.call_action("package_patch", id=factories.Dataset()["id"], notes="x")
+        deliver_pending(budget_seconds=10)  # as a worker would, Redis or not
+        assert receiver.wait_for(1)
+        samples = scrape(metrics.exposition())
+        assert samples["ckan_webhooks_counters_available"][()] == 0
+        assert samples["ckan_webhooks_events_waiting"][()] == 0
+        assert samples["ckan_webhooks_worker_seen_age_seconds"][()] >= 0
+        assert status()["attempts_last_hour"] == 1  # from PostgreSQL
