@@ -313,6 +313,23 @@ class TestAdminPage:
         assert shown["active"] is False
         assert shown["disabled_reason"] == "disabled by a sysadmin"
 
+        other = subscribe(receiver, path="/healthy")  # not failing: by its id
+        done = browser.submit(
+            "/ckan-admin/webhooks",
+            "/ckan-admin/webhooks/disable",
+            {"id": other},
+            follow_redirects=True,
+        )
+        assert "Webhook disabled." in done.body
+        assert helpers.call_action("webhook_show", id=other)["active"] is False
+        wrong = browser.submit(
+            "/ckan-admin/webhooks",
+            "/ckan-admin/webhooks/disable",
+            {"id": "no-such-webhook"},
+            follow_redirects=True,
+        )
+        assert "No webhook has the id no-such-webhook." in wrong.body
+
     def test_a_post_without_the_csrf_token_is_refused(self, app):
         admin = factories.Sysadmin(password=PASSWORD)
         browser = Browser(app).login(admin)
@@ -332,7 +349,7 @@ class TestAdminPage:
         assert page_text(page, "/ckan-admin/webhooks") == page_text(
             missing, "/ckan-admin/no-such-tab"
         )
-        for path in ("pause", "resume", f"disable/{hook}"):
+        for path in ("pause", "resume", f"disable/{hook}", "disable"):
             ours, theirs = f"/ckan-admin/webhooks/{path}", f"/ckan-admin/no-such/{path}"
             response = browser.submit("/webhooks", ours, {})
             absent = browser.submit("/webhooks", theirs, {})

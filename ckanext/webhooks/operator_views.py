@@ -104,13 +104,17 @@ def resume() -> Any:
     return tk.redirect_to("webhooks_admin.index")
 
 
+@webhooks_admin.route("/disable", methods=["POST"])
 @webhooks_admin.route("/disable/<id>", methods=["POST"])
-def disable(id: str) -> Any:
+def disable(id: str | None = None) -> Any:
+    """Disable any webhook: from the failing list, or by the id typed in."""
     _sysadmin_or_404()
+    webhook_id = (id or tk.request.form.get("id") or "").strip()
     try:
-        tk.get_action("webhook_update")(_context(), {"id": id, "active": False})
+        tk.get_action("webhook_update")(_context(), {"id": webhook_id, "active": False})
     except (tk.ObjectNotFound, tk.ValidationError):
-        return tk.abort(404, tk._("Webhook not found"))
+        tk.h.flash_error(tk._("No webhook has the id {id}.").format(id=webhook_id))
+        return tk.redirect_to("webhooks_admin.index")
     tk.h.flash_success(tk._("Webhook disabled."))
     return tk.redirect_to("webhooks_admin.index")
 
