@@ -245,3 +245,74 @@ def dispatch(loop: bool, interval: float, duration: float | None) -> None:
             break
         time.sleep(interval)
     sys.stdout.flush()
+
+
+def _age(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.0f} s"
+
+
+@webhooks.command()
+@click.option("--json", "as_json", is_flag=True, help="print the figures as JSON")
+@click.option(
+    "--max-age",
+    type=float,
+    help="exit 1 when the oldest waiting item is older (seconds)",
+)
+def status(as_json: bool, max_age: float | None) -> None:
+    """Delivery figures; exits 1 while paused or when --max-age is exceeded."""
+    from ckanext.webhooks.status import oldest_due_age
+
+    figures = _call("webhook_status_show", {})
+    problems = []
+    if figures["paused"]:
+        problems.append(f"delivery is paused (by {figures['paused_by']})")
+    if max_age is not None and oldest_due_age(figures) > max_age:
+        problems.append(
+            f"the oldest waiting item is {oldest_due_age(figures):.0f} s old"
+            f" (more than {max_age:g} s)"
+        )
+    if as_json:
+        _echo({**figures, "healthy": not problems, "problems": problems})
+    else:
+        rate = figures["success_rate"]
+        for label, value in (
+            ("paused", "yes" if figures["paused"] else "no"),
+            ("events waiting", figures["events_waiting"]),
+            ("deliveries due", figures["deliveries_due"]),
+            ("deliveries retrying", figures["deliveries_retrying"]),
+            ("deliveries in flight", figures["deliveries_in_flight"]),
+            ("oldest waiting", _age(figures["oldest_waiting_age_seconds"])),
+            ("attempts last hour", figures["attempts_last_hour"]),
+            ("success rate", "-" if rate is None else f"{rate:.1%}"),
+            ("webhooks failing", figures["webhooks_failing"]),
+            ("webhooks disabled", figures["webhooks_disabled"]),
+            ("worker last took a job", _age(figures["worker_seen_age_seconds"])),
+        ):
+            click.echo(f"{label + ':':<24} {value}")
+        for host in figures["busiest_hosts"][:5]:
+            click.echo(f"{'busy host:':<24} {host['host']} ({host['attempts']})")
+        for problem in problems:
+            tk.error_shout(problem)
+    if problems:
+        raise click.exceptions.Exit(1)
+
+
+@webhooks.command()
+def pause() -> None:
+    """Pause all delivery; events are still captured and queued."""
+    _echo(_call("webhook_delivery_pause", {}))
+
+
+@webhooks.command()
+def resume() -> None:
+    """Resume delivery."""
+    _echo(_call("webhook_delivery_resume", {}))
+
+
+@webhooks.command("notify-owners")
+def notify_owners() -> None:
+    """Mail owners the digests of their disabled webhooks that are due
+    (`dispatch` does it too)."""
+    from ckanext.webhooks.notices import notify_owners as send_digests
+
+    click.echo(f"{send_digests()} notices sent")

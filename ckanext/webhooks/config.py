@@ -30,7 +30,9 @@ __all__ = [
     "max_tests_per_minute",
     "max_webhooks_per_address",
     "max_webhooks_per_user",
+    "metrics_token",
     "minimum_auth",
+    "owner_notice_minutes",
     "publishers",
     "queue",
     "render_per_owner",
@@ -150,6 +152,14 @@ def anonymous_lease_days() -> int:
 
 def coalesce_seconds() -> int:
     return max(0, _option("coalesce_seconds"))
+
+
+def metrics_token() -> str:
+    return _option("metrics_token") or ""
+
+
+def owner_notice_minutes() -> int:
+    return _option("owner_notice_minutes")
 
 
 def site_origin() -> str:

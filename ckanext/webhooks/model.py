@@ -40,6 +40,7 @@ from ckanext.webhooks.vocabulary import (
 __all__ = [
     "Webhook",
     "WebhookAttempt",
+    "WebhookControl",
     "WebhookDatasetState",
     "WebhookDelivery",
     "WebhookEvent",
@@ -113,6 +114,9 @@ class Webhook(tk.BaseModel):
     rate_limit = Column(Integer, nullable=True)
     # The last number this webhook gave a delivery (delivery/sequencing.py).
     last_sequence = Column(BigInteger, nullable=False, default=0, server_default="0")
+    # When its owner was last mailed that it is disabled (notices.py): not
+    # since it was disabled if NULL or before disabled_at.
+    owner_notified_at = Column(DateTime, nullable=True)
     # Start of an anonymous webhook's lease (leases.py).
     renewed = Column(
         DateTime,
@@ -193,6 +197,11 @@ class Webhook(tk.BaseModel):
             "ix_webhook_awaiting_consent",
             "verification_due",
             postgresql_where=text("active AND verified_at IS NULL"),
+        ),
+        Index(
+            "ix_webhook_owner_notice",
+            "owner_id",
+            postgresql_where=text("NOT active AND owner_id IS NOT NULL"),
         ),
         Index(
             "ix_webhook_anonymous_lease",
@@ -293,3 +302,14 @@ class WebhookAttempt(tk.BaseModel):
 
     # Deleting a delivery cascades to its log entries along this index.
     __table_args__ = (Index("ix_webhook_attempt_delivery", "delivery_id"),)
+
+
+class WebhookControl(tk.BaseModel):
+    """Named settings every process shares (control.py): the delivery pause
+    and the time a worker last took a job."""
+
+    __tablename__ = "webhook_control"
+
+    name = Column(UnicodeText, primary_key=True)
+    value = Column(UnicodeText, nullable=True)
+    updated = Column(DateTime, nullable=False, default=utcnow)

@@ -16,7 +16,13 @@ from flask import Blueprint, current_app, make_response
 
 from ckanext.webhooks.vocabulary import PayloadFormat, PayloadKind
 
-__all__ = ["consent_callbacks", "signing_keys", "webhooks"]
+__all__ = [
+    "consent_callbacks",
+    "signing_keys",
+    "webhooks",
+    "webhooks_admin",
+    "webhooks_metrics",
+]
 
 webhooks = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 # Receivers call back here to consent (CloudEvents abuse protection). They
@@ -367,3 +373,13 @@ def public_keys() -> Any:
     response.cache_control.public = True
     response.cache_control.max_age = 300
     return response
+
+
+# The operator's pages (the admin tab, metrics) live in their own module;
+# their forms are checked for CSRF like these.
+from ckanext.webhooks.operator_views import (  # noqa: E402
+    webhooks_admin,
+    webhooks_metrics,
+)
+
+webhooks_admin.before_request(_require_csrf_token)

@@ -19,11 +19,13 @@ __all__ = [
     "GROUP_TOPICS",
     "LEASE_REASON",
     "ORGANIZATION_TOPICS",
+    "OWNER_REASON",
     "PING",
     "PUBLIC_KEY_PREFIX",
     "RESOURCE_TOPICS",
     "SECRET_PREFIX",
     "SIGNING_KEY_PREFIX",
+    "SYSADMIN_REASON",
     "TOPICS",
     "UNVERIFIED_REASON",
     "AttemptOutcome",
@@ -72,6 +74,11 @@ UNVERIFIED_REASON = (
     "the receiver did not consent in time (verify it again with webhook_verify)"
 )
 LEASE_REASON = "its lease expired (renew it with webhook_renew)"
+
+# Why a webhook was switched off by hand: by its owner (who is not mailed
+# about it), or by a sysadmin (its owner is: see notices.py).
+OWNER_REASON = "disabled by its owner"
+SYSADMIN_REASON = "disabled by a sysadmin"
 
 
 class DeliveryStatus(str, enum.Enum):

@@ -17,6 +17,7 @@ import ckan.model as model
 from sqlalchemy import text
 from sqlalchemy.sql.elements import TextClause
 
+from ckanext.webhooks.control import paused_sql
 from ckanext.webhooks.delivery.consent import held_sql
 from ckanext.webhooks.model import Webhook, WebhookEvent, utcnow
 from ckanext.webhooks.vocabulary import DeliveryStatus
@@ -32,8 +33,9 @@ __all__ = [
 
 
 # Deliveries a worker may take now (the SQL of "due", shared with the
-# dispatcher's check): pending, due, not leased, and not held for their
-# receiver's consent (delivery/consent.py).
+# dispatcher's check): pending, due, not leased, not held for their
+# receiver's consent (delivery/consent.py), and delivery not paused
+# (control.py): while paused nothing is due, so nothing is claimed or woken.
 def due_sql() -> str:
     return f"""
         webhook_delivery.status = '{DeliveryStatus.PENDING.value}'
@@ -41,6 +43,7 @@ def due_sql() -> str:
         AND (webhook_delivery.lease_until IS NULL
              OR webhook_delivery.lease_until < :now)
         {held_sql("webhook_delivery")}
+        AND {paused_sql()}
     """
 
 

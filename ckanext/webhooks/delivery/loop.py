@@ -19,7 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 import ckan.model as model
 
 from ckanext.webhooks import config as cfg
-from ckanext.webhooks import leases
+from ckanext.webhooks import control, leases, metrics
 from ckanext.webhooks.delivery import consent, outcomes
 from ckanext.webhooks.delivery.claiming import (
     Claim,
@@ -159,10 +159,12 @@ class Deliverer:
         return True
 
     def _housekeeping(self) -> None:
-        """Now and then: disable webhooks whose lease or time to consent ran out."""
+        """Now and then (and first thing in a job): note that a worker is at
+        work; disable webhooks whose lease or time to consent ran out."""
         if time.monotonic() - self._housekept_at < HOUSEKEEPING_INTERVAL:
             return
         self._housekept_at = time.monotonic()
+        control.touch_worker_seen()
         now = utcnow()
         leases.expire_overdue(now)
         consent.expire_overdue(now)
@@ -185,6 +187,7 @@ class Deliverer:
             delays, next_free = self.webhook_throttle.book(webhook_id, len(items), rate)
             admitted += zip(delays, items, strict=False)
             held = [prepared.claim for prepared in items[len(delays) :]]
+            metrics.count_deferrals("webhook", (p.host for p in items[len(delays) :]))
             self._hold(held, next_free, spacing=60 / rate)
         return admitted
 
@@ -201,6 +204,7 @@ class Deliverer:
                 entry = (now + max(delay, earliest), next(self._tiebreak), prepared)
                 heapq.heappush(self._timetable, entry)
             held = [prepared.claim for _, prepared in items[len(delays) :]]
+            metrics.count_deferrals("host", [host] * len(held))
             self._hold(held, next_free, spacing=self._host_interval)
 
     def _hold(self, held: list[Claim], next_free: float, spacing: float) -> None:

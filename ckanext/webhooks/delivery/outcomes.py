@@ -16,6 +16,7 @@ from typing import Any
 import ckan.model as model
 from sqlalchemy import text
 
+from ckanext.webhooks import metrics
 from ckanext.webhooks.delivery import health
 from ckanext.webhooks.delivery.claiming import Claim
 from ckanext.webhooks.http import Outcome
@@ -137,6 +138,7 @@ def record(
     )
     if commit:
         model.Session.commit()
+    metrics.count_attempts((a["outcome"], a["latency_ms"]) for a in attempts)
     return verdicts
 
 

@@ -20,7 +20,7 @@ import ckan.plugins.toolkit as tk
 from sqlalchemy import text
 
 from ckanext.webhooks import config as cfg
-from ckanext.webhooks import leases
+from ckanext.webhooks import leases, notices
 from ckanext.webhooks.delivery import consent
 from ckanext.webhooks.delivery.claiming import due_sql
 from ckanext.webhooks.delivery.listener import linger, someone_listens
@@ -87,13 +87,15 @@ def pending_work() -> dict[str, int]:
 
 def dispatch() -> dict[str, Any]:
     """Wake a worker if events wait, or retries or handshakes are due (cron /
-    loop helper); disable webhooks whose lease or time to consent ran out."""
+    loop helper); disable webhooks whose lease or time to consent ran out;
+    mail owners the digests of their disabled webhooks that are due."""
     now = utcnow()
     expired = leases.expire_overdue(now) + consent.expire_overdue(now)
     model.Session.commit()
     work = pending_work()
     woken = any(work.values()) and wake_workers()
-    return {**work, "expired": expired, "woken": woken}
+    notified = notices.notify_owners()
+    return {**work, "expired": expired, "woken": woken, "notified": notified}
 
 
 def _budget() -> float:

@@ -19,7 +19,7 @@ from ckan.lib.navl.dictization_functions import DataError
 from ckan.types import Context, DataDict, Schema
 
 from ckanext.webhooks import config as cfg
-from ckanext.webhooks import delivery, events, feed, leases, topics
+from ckanext.webhooks import control, delivery, events, feed, leases, status, topics
 from ckanext.webhooks.delivery import consent, outbox
 from ckanext.webhooks.http import receiver_host
 from ckanext.webhooks.logic import auth, limits, schema
@@ -34,10 +34,13 @@ from ckanext.webhooks.model import (
 )
 from ckanext.webhooks.vocabulary import (
     EVENT_PREFIX,
+    OWNER_REASON,
+    SYSADMIN_REASON,
     UNVERIFIED_REASON,
     DeliveryStatus,
     PayloadFormat,
     PayloadKind,
+    isoformat,
 )
 
 __all__ = [
@@ -45,6 +48,8 @@ __all__ = [
     "webhook_create",
     "webhook_delete",
     "webhook_delivery_list",
+    "webhook_delivery_pause",
+    "webhook_delivery_resume",
     "webhook_event_list",
     "webhook_event_publish",
     "webhook_list",
@@ -54,6 +59,7 @@ __all__ = [
     "webhook_rotate_secret",
     "webhook_show",
     "webhook_signing_keys",
+    "webhook_status_show",
     "webhook_test",
     "webhook_topic_list",
     "webhook_update",
@@ -212,6 +218,8 @@ def webhook_update(context: Context, data_dict: DataDict) -> dict[str, Any]:
         webhook.point_at(data["address"])
     if switching:
         _set_active(webhook, data["active"])
+        if not webhook.active and not _owns(context, webhook):
+            webhook.disabled_reason = SYSADMIN_REASON
     if (moving or switching) and webhook.active and consent.required(webhook):
         events.wake_workers_after_commit()  # for the handshake
     _commit(context)
@@ -272,7 +280,16 @@ def _set_active(webhook: Webhook, active: bool) -> None:
         webhook.disabled_reason = None
     else:
         webhook.disabled_at = utcnow()
-        webhook.disabled_reason = "disabled by its owner"
+        webhook.disabled_reason = OWNER_REASON
+
+
+def _owns(context: Context, webhook: Webhook) -> bool:
+    """Whether the caller switches the webhook off as its owner rather than
+    as a sysadmin (for an anonymous webhook: anyone but a sysadmin)."""
+    user = auth.caller(context)
+    if user is None or not user.sysadmin:
+        return True
+    return user.id == webhook.owner_id
 
 
 def webhook_delete(context: Context, data_dict: DataDict) -> None:
@@ -505,6 +522,17 @@ def webhook_test(context: Context, data_dict: DataDict) -> dict[str, Any]:
                 ]
             }
         )
+    if control.paused():
+        raise tk.ValidationError(
+            {
+                "id": [
+                    tk._(
+                        "Delivery is paused by a sysadmin: no test ping is sent "
+                        "until delivery is resumed"
+                    )
+                ]
+            }
+        )
     limits.check_send_allowance(context, [webhook.id])
     event_id, outcome = delivery.ping(webhook, commit=not context.get("defer_commit"))
     return {
@@ -631,5 +659,45 @@ def webhook_signing_keys(context: Context, data_dict: DataDict) -> dict[str, Any
     ``/.well-known/webhooks/keys.json``.
     """
     tk.check_access("webhook_signing_keys", context, data_dict)
-    _validated(context, data_dict, schema.webhook_signing_keys_schema)
+    _validated(context, data_dict, schema.webhook_no_parameters_schema)
     return {"keys": [key.published() for key in cfg.signing_keys()]}
+
+
+def webhook_status_show(context: Context, data_dict: DataDict) -> dict[str, Any]:
+    """Sysadmins: the delivery figures of the operator's page (``status.py``):
+    backlog, oldest waiting age, the last hour per minute, success rate,
+    failing and disabled webhooks, busiest hosts, the pause and the last time
+    a worker took a job."""
+    tk.check_access("webhook_status_show", context, data_dict)
+    _validated(context, data_dict, schema.webhook_no_parameters_schema)
+    return status.delivery_status()
+
+
+def webhook_delivery_pause(context: Context, data_dict: DataDict) -> dict[str, Any]:
+    """Sysadmins: pause all delivery. Events are still captured and expanded;
+    deliveries wait, unsent and not lost, until ``webhook_delivery_resume``."""
+    tk.check_access("webhook_delivery_pause", context, data_dict)
+    _validated(context, data_dict, schema.webhook_no_parameters_schema)
+    user = auth.caller(context)
+    control.pause(user.name if user else None)
+    _commit(context)
+    return _pause_state()
+
+
+def webhook_delivery_resume(context: Context, data_dict: DataDict) -> dict[str, Any]:
+    """Sysadmins: resume delivery; a worker is woken for what waited."""
+    tk.check_access("webhook_delivery_resume", context, data_dict)
+    _validated(context, data_dict, schema.webhook_no_parameters_schema)
+    control.resume()
+    events.wake_workers_after_commit()
+    _commit(context)
+    return _pause_state()
+
+
+def _pause_state() -> dict[str, Any]:
+    paused = control.paused()
+    return {
+        "paused": paused is not None,
+        "paused_by": paused["by"] if paused else None,
+        "paused_since": isoformat(paused["since"]) if paused else None,
+    }

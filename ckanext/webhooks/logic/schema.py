@@ -17,9 +17,9 @@ __all__ = [
     "webhook_event_publish_schema",
     "webhook_id_schema",
     "webhook_list_schema",
+    "webhook_no_parameters_schema",
     "webhook_recover_schema",
     "webhook_redeliver_schema",
-    "webhook_signing_keys_schema",
     "webhook_update_schema",
 ]
 
@@ -238,7 +238,8 @@ def webhook_recover_schema(
 
 
 @validator_args
-def webhook_signing_keys_schema(webhook_unknown_fields: Validator) -> Schema:
+def webhook_no_parameters_schema(webhook_unknown_fields: Validator) -> Schema:
+    """For actions that take nothing: any key given is refused by name."""
     return {
         "__extras": [webhook_unknown_fields],
         "__junk": [webhook_unknown_fields],
