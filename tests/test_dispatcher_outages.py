@@ -69,7 +69,9 @@ def test_dispatcher_survives_redis_and_database_outages(
             assert wait_until(woken, timeout=30), log.read_text()
 
             proxy.cut()
-            assert wait_until(lambda: logged("dispatch failed"), 30), log.read_text()[-3000:]
+            assert wait_until(lambda: logged("dispatch failed"), 30), log.read_text()[
+                -3000:
+            ]
             assert wait_until(lambda: log.read_text().count("dispatch failed") >= 3, 30)
             assert dispatcher.poll() is None
             queue.delete(wake_key())
