@@ -9,7 +9,6 @@ worker that ignored the request would hold both far past the waits below.
 import os
 import signal
 import time
-from pathlib import Path
 
 import ckan.model as model
 import pytest
@@ -17,20 +16,11 @@ from ckan.tests import factories, helpers
 from sqlalchemy import text
 
 from tests.helpers import Site
-from tests.support.processes import stop_process, wait_until
+from tests.support.processes import descendants, stop_process, wait_until
 from tests.support.receivers.recording import Reply
 
 DATASETS = 6
 WEBHOOKS = 2
-
-
-def descendants(pid):
-    """Every process forked under ``pid`` (a work horse, 2.12's scheduler)."""
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return []
-    return [d for c in map(int, children) for d in (c, *descendants(c))]
 
 
 def deliveries():
