@@ -390,6 +390,17 @@ def logged_successes() -> set[tuple[str, str]]:
     return {tuple(row) for row in rows}
 
 
+def attempts() -> dict[str, int]:
+    import ckan.model as model
+    from sqlalchemy import text
+
+    rows = model.Session.execute(
+        text("SELECT outcome, count(*) FROM webhook_attempt GROUP BY outcome")
+    ).all()
+    model.Session.commit()
+    return dict(rows)
+
+
 def undelivered() -> int:
     import ckan.model as model
     from sqlalchemy import text
@@ -495,11 +506,16 @@ def main() -> int:
         for receiver in receivers:
             receiver.misbehave("ok", 0)
         print(f"edits: {dict(edits)}")
-        drain_end = time.monotonic() + args.drain_minutes * 60
-        while undelivered() and time.monotonic() < drain_end:
+        drain_start = time.monotonic()
+        while (
+            undelivered() and time.monotonic() < drain_start + args.drain_minutes * 60
+        ):
             fleet.supervise()
             time.sleep(1)
-        print(f"still undelivered after draining: {undelivered()}")
+        print(
+            f"drained in {time.monotonic() - drain_start:.0f} s; still "
+            f"undelivered: {undelivered()}; attempts logged: {attempts()}"
+        )
         return 0 if count(receivers, chaos, seeded) else 1
     finally:
         fleet.stop()

@@ -1,14 +1,16 @@
 """Noticing that the worker is asked to stop, so a job ends in seconds.
 
 The stock ``ckan jobs worker`` (RQ 1.16 on CKAN 2.11, RQ 2.x on 2.12)
-forks a work horse per job in a session of its own (``os.setsid``). On
-SIGTERM the worker only notes the request (``shutdown_requested_date`` in
-its Redis hash) and waits for the horse, which gets no signal: a job that
-lingers would keep it waiting for minutes. A second SIGTERM kills the horse.
+forks a work horse per job in a process group of its own (``os.setsid``
+in RQ 1.16, ``os.setpgrp`` in 2.x). On SIGTERM the worker only notes the
+request (``shutdown_requested_date`` in its Redis hash) and waits for the
+horse, which gets no signal: a job that lingers would keep it waiting for
+minutes. A later SIGTERM kills the horse.
 
 So a delivery job asks, once a loop round, whether it should stop: when the
-horse itself received SIGTERM (systemd's ``KillMode=mixed`` or
-``control-group`` signal it) or when its worker recorded a stop request.
+horse itself received SIGTERM (systemd's default ``KillMode=control-group``
+signals every process of the service) or when its worker recorded a stop
+request.
 Then it starts nothing new, gives back what it claimed but has not sent,
 finishes what is in flight (each request has the transport's deadline) and
 returns, and the deliveries it gave back are due at once for other workers.
