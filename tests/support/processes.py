@@ -67,9 +67,10 @@ def stop_process(
     With ``group`` the signals go to its process group (it was started with
     ``start_new_session=True``), so what it forked ends too: CKAN 2.12's
     worker forks an RQ scheduler that would otherwise keep moving jobs around
-    for later tests. A stock worker's work horse runs in a process group of its
-    own (RQ calls ``setsid`` or ``setpgrp``): it is killed by its pid, with SIGKILL, as a
-    service manager kills what is left in the unit's control group. Without
+    for later tests. A stock worker's work horse runs in a process group of
+    its own (RQ calls ``setsid`` or ``setpgrp``): it is killed by its pid,
+    with SIGKILL, as a service manager kills what is left in the unit's
+    control group. Without
     ``group``, only the process itself is signalled (a stock worker told to
     stop lets its work horse finish).
     """
