@@ -1,5 +1,5 @@
-"""``ckan db upgrade -p webhooks`` from the first migration, with rows written
-the old way and workers running, loses nothing.
+"""``ckan db upgrade -p webhooks`` from the first migration or from 1.0.0's
+schema, with rows written the old way and workers running, loses nothing.
 
 Workers running today's code against the old schema fail until the upgrade
 lands; their failed jobs change nothing, and the dispatcher hands the work
@@ -19,15 +19,16 @@ from ckanext.webhooks.delivery import wake_workers
 from tests.helpers import Site
 from tests.support.processes import stop_process, wait_until
 
-FIRST = "2f1c4d0e9a7b"
+FIRST = "2f1c4d0e9a7b"  # the first migration
+RELEASE_1_0 = "a4d2c8e61f03"  # the last migration of version 1.0.0
 WAITING_EVENTS = 15  # not yet expanded into deliveries
 EXPANDED_EVENTS = 15  # with pending deliveries, one per webhook
 WEBHOOKS = 3
 
 
-@pytest.fixture
-def old_database():
-    """A database of this test's own, at the extension's first migration."""
+@pytest.fixture(params=[FIRST, RELEASE_1_0], ids=["first", "1.0.0"])
+def old_database(request):
+    """A database of this test's own, at an old migration of the extension."""
     url = tk.config["sqlalchemy.url"]
     name = url.rsplit("/", 1)[1].split("?")[0] + "_upgrade"
     server = sa.create_engine(
@@ -44,7 +45,7 @@ def old_database():
     site = Site(**{"ckanext.webhooks.retry_schedule": "1 1 1 1 1 1 1 1 1 1"})
     site.env["CKAN_SQLALCHEMY_URL"] = url.rsplit("/", 1)[0] + "/" + name
     site.ckan("db", "init", "--skip-plugins", timeout=300)
-    site.ckan("db", "upgrade", "-p", "webhooks", "--version", FIRST)
+    site.ckan("db", "upgrade", "-p", "webhooks", "--version", request.param)
     engine = sa.create_engine(site.env["CKAN_SQLALCHEMY_URL"])
     try:
         yield site, engine
@@ -56,7 +57,8 @@ def old_database():
 
 def write_the_old_way(engine, receiver_url):
     """A sysadmin, a dataset, webhooks, waiting events and pending
-    deliveries, in plain SQL against the first migration's tables."""
+    deliveries, in plain SQL against the first migration's tables (the
+    columns added up to 1.0.0 may be left out)."""
     now = datetime.datetime.utcnow()
     user, dataset = str(uuid.uuid4()), str(uuid.uuid4())
     hooks = [f"wh_{uuid.uuid4().hex}" for _ in range(WEBHOOKS)]
@@ -132,7 +134,7 @@ def statuses(engine):
 
 
 @pytest.mark.usefixtures("with_plugins")
-def test_upgrade_from_the_first_migration_with_workers_running(
+def test_upgrade_from_an_old_schema_with_workers_running(
     old_database, receiver, private_redis
 ):
     site, engine = old_database
