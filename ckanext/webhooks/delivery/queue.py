@@ -135,7 +135,8 @@ def _wake_listeners() -> None:
         model.Session.execute(text(f"NOTIFY {DELIVERY_CHANNEL}"))
         model.Session.commit()
     except Exception as error:
-        model.Session.rollback()
+        with contextlib.suppress(Exception):
+            model.Session.rollback()
         log.warning("webhooks: could not notify other workers: %s", error)
 
 
