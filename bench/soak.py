@@ -291,14 +291,14 @@ def seed(admin: dict, datasets: int, webhooks: int, receivers: list) -> list[dic
             "id": webhook_id,
             "address": f"{receivers[n % len(receivers)].url}/{webhook_id}",
             "topic": ("dataset/update", "resource/update", "dataset/*")[n % 3],
-            "owner_id": member["id"] if package["private"] else admin["id"],
+            "owner_id": admin["id"],
         }
-        if n % 20 == 1:
+        if n % 20 == 1:  # one in twenty follows the organization
             row["organization_id"] = org
-        elif n % 20 != 2:  # the rest, the whole site (the admin's)
+        elif n % 20 != 2:  # one in twenty the whole site, the rest a dataset
             row["package_id"] = package["id"]
-        if "package_id" not in row:
-            row["owner_id"] = admin["id"]
+            if package["private"]:
+                row["owner_id"] = member["id"]
         rows.append(row)
     insert_webhooks(rows)
     return packages
