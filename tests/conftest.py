@@ -5,6 +5,7 @@ from ckan.lib import jobs
 
 from tests.live import live_site  # noqa: F401  (a fixture)
 from tests.support.receivers.recording import Receiver
+from tests.support.redis_server import private_redis  # noqa: F401  (a fixture)
 from tests.support.solr import stub_search_index
 
 

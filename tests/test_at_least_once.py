@@ -5,68 +5,14 @@ message per (event, webhook), delivered the distinct ones that arrived,
 duplicates the extra copies.
 """
 
-import shutil
-import subprocess
 import time
 
-import ckan.lib.jobs
-import ckan.lib.redis
 import pytest
 from ckan.tests import factories, helpers
-from redis import ConnectionPool
 
 from tests.helpers import Site, count, events
-from tests.support.processes import (
-    accepts_connections,
-    free_port,
-    stop_process,
-    wait_until,
-)
+from tests.support.processes import free_port
 from tests.support.receivers.recording import Receiver, Reply
-
-
-class PrivateRedis:
-    """A redis-server of this test's own, so it can be stopped safely."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process = None
-
-    def start(self):
-        self.process = subprocess.Popen(
-            [
-                shutil.which("redis-server") or "/usr/bin/redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        if not wait_until(lambda: accepts_connections(self.port), timeout=10):
-            raise RuntimeError("redis-server did not start")
-
-    def stop(self):
-        stop_process(self.process, grace=0, group=False)
-
-
-@pytest.fixture
-def private_redis(monkeypatch, ckan_config):
-    redis = PrivateRedis()
-    redis.start()
-    monkeypatch.setitem(ckan_config, "ckan.redis.url", redis.url)
-    monkeypatch.setattr(
-        ckan.lib.redis, "_connection_pool", ConnectionPool.from_url(redis.url)
-    )
-    monkeypatch.setattr(ckan.lib.jobs, "_queues", {})
-    yield redis
-    if redis.process.poll() is None:
-        redis.stop()
 
 
 def report(receiver, expected):

@@ -14,6 +14,8 @@ import click
 
 __all__ = ["webhooks"]
 
+DISPATCH_MAX_BACKOFF = 30.0  # seconds between tries while the database is down
+
 
 def _context(user: str | None = None) -> dict[str, Any]:
     site_user = tk.get_action("get_site_user")({"ignore_auth": True}, {})
@@ -229,13 +231,18 @@ def dispatch(loop: bool, interval: float, duration: float | None) -> None:
     from cron, or once with --loop as a service, beside the workers.
     """
     from ckanext.webhooks.delivery import dispatch as dispatch_once
+    from ckanext.webhooks.delivery.queue import dispatch_or_none
 
     stop = []
     signal.signal(signal.SIGTERM, lambda *args: stop.append(True))
     deadline = time.monotonic() + duration if duration else None
+    failures = 0
     while True:
-        result = dispatch_once()
-        if not loop or result["woken"]:
+        # Looping, it outlives database and Redis outages: it logs, waits
+        # longer after each failure (up to DISPATCH_MAX_BACKOFF) and goes on.
+        result = dispatch_or_none() if loop else dispatch_once()
+        failures = 0 if result is not None else failures + 1
+        if result is not None and (not loop or result["woken"]):
             click.echo(
                 f"{result['events']} events, {result['deliveries']} deliveries "
                 f"and {result['handshakes']} handshakes waiting; "
@@ -243,7 +250,10 @@ def dispatch(loop: bool, interval: float, duration: float | None) -> None:
             )
         if not loop or stop or (deadline and time.monotonic() >= deadline):
             break
-        time.sleep(interval)
+        pause = min(interval * 2 ** min(failures, 10), DISPATCH_MAX_BACKOFF)
+        resume = time.monotonic() + max(pause, interval)
+        while not stop and time.monotonic() < resume:
+            time.sleep(min(0.2, max(0.0, resume - time.monotonic())))
     sys.stdout.flush()
 
 

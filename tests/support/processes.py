@@ -45,6 +45,15 @@ def accepts_connections(port: int, timeout: float = 0.1) -> bool:
     return True
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process forked under ``pid``, children first."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    return [d for c in map(int, children) for d in (c, *descendants(c))]
+
+
 def stop_process(
     process: subprocess.Popen,
     grace: float = 10.0,
@@ -58,16 +67,26 @@ def stop_process(
     With ``group`` the signals go to its process group (it was started with
     ``start_new_session=True``), so what it forked ends too: CKAN 2.12's
     worker forks an RQ scheduler that would otherwise keep moving jobs around
-    for later tests. Without, only the process itself is signalled (a stock
-    worker told to stop lets its work horse finish).
+    for later tests. A stock worker's work horse runs in a process group of
+    its own (RQ calls ``setsid`` or ``setpgrp``): it is killed by its pid,
+    with SIGKILL, as a service manager kills what is left in the unit's
+    control group. Without
+    ``group``, only the process itself is signalled (a stock worker told to
+    stop lets its work horse finish).
     """
+    forked = descendants(process.pid) if group else []
 
     def send(signum: signal.Signals) -> None:
+        horses = [*forked, *descendants(process.pid)] if group else []
         with contextlib.suppress(ProcessLookupError):
             if group:
                 os.killpg(process.pid, signum)
             else:
                 process.send_signal(signum)
+        if signum == signal.SIGKILL:
+            for pid in horses:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signum)
 
     if grace > 0:
         if process.poll() is None:

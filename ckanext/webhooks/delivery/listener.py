@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import select
 import time
+from collections.abc import Callable
 from typing import Any
 
 import ckan.model as model
@@ -104,15 +105,25 @@ class Listener:
         self._raw.invalidate()  # closed for good, not returned to the pool
 
 
-def linger(deliver: Any, seconds: float, deadline: float) -> None:
+def linger(
+    deliver: Any,
+    seconds: float,
+    deadline: float,
+    stop_requested: Callable[[], bool] = lambda: False,
+) -> None:
     """Listen for up to ``seconds`` of quiet (and never past ``deadline``),
-    calling ``deliver()`` whenever an event commits; stop early for others."""
+    calling ``deliver()`` whenever an event commits; stop early for others
+    and when the worker stops."""
     if seconds <= 0:
         return
     listener = Listener()
     try:
         quiet_until = time.monotonic() + seconds
-        while time.monotonic() < min(quiet_until, deadline) and not others_waiting():
+        while (
+            time.monotonic() < min(quiet_until, deadline)
+            and not stop_requested()
+            and not others_waiting()
+        ):
             # An event committed, or a retry fell due (no dispatcher needed).
             if listener.wait(POLL_SECONDS) or seconds_until_next_due() == 0:
                 deliver()

@@ -14,6 +14,7 @@ import heapq
 import itertools
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 
 import ckan.model as model
@@ -58,7 +59,12 @@ def transport_from_config() -> Transport:
 class Deliverer:
     """Sends due deliveries concurrently and records every outcome."""
 
-    def __init__(self, transport: Transport | None = None) -> None:
+    def __init__(
+        self,
+        transport: Transport | None = None,
+        stop_requested: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.stop_requested = stop_requested
         self.transport = transport or transport_from_config()
         self.concurrency = cfg.concurrency()
         self.coalesce_seconds = cfg.coalesce_seconds()
@@ -90,6 +96,7 @@ class Deliverer:
         self._too_late = max(1.0 / rate, 0.1) if rate else 0.0
         self._last_start: dict[str, float] = {}
         self.gave_way = False  # stopped early because another job waits
+        self.stopped = False  # stopped early because the worker stops
 
     def close(self) -> None:
         self.transport.close()
@@ -104,6 +111,10 @@ class Deliverer:
         recorded_at = checked_at = time.monotonic()
         idle = False
         while True:
+            if not self.stopped and self.stop_requested():
+                # Nothing new starts, the timetable goes back (_start_due),
+                # what is in flight finishes within its deadline.
+                self.stopped = self.gave_way = True
             if time.monotonic() - checked_at >= GIVE_WAY_CHECK:
                 checked_at = time.monotonic()
                 self.gave_way = self.gave_way or others_waiting()
@@ -260,7 +271,8 @@ class Deliverer:
         return True
 
     def _give_back_timetable(self) -> None:
-        """Another job waits: what has not started goes back to the queue."""
+        """Another job waits, or the worker stops: what has not started goes
+        back to the queue, due now."""
         if self._timetable:
             release([entry[2].claim for entry in self._timetable], utcnow())
             self._timetable.clear()

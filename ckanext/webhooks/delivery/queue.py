@@ -10,6 +10,7 @@ while Redis was down.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import time
@@ -25,9 +26,18 @@ from ckanext.webhooks.delivery import consent
 from ckanext.webhooks.delivery.claiming import due_sql
 from ckanext.webhooks.delivery.listener import linger, someone_listens
 from ckanext.webhooks.delivery.loop import Deliverer
+from ckanext.webhooks.delivery.shutdown import watching_for_stop
 from ckanext.webhooks.model import utcnow
+from ckanext.webhooks.vocabulary import DELIVERY_CHANNEL
 
-__all__ = ["deliver_pending", "dispatch", "pending_work", "wake_key", "wake_workers"]
+__all__ = [
+    "deliver_pending",
+    "dispatch",
+    "dispatch_or_none",
+    "pending_work",
+    "wake_key",
+    "wake_workers",
+]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +108,40 @@ def dispatch() -> dict[str, Any]:
     return {**work, "expired": expired, "woken": woken, "notified": notified}
 
 
+def dispatch_or_none() -> dict[str, Any] | None:
+    """``dispatch`` for a loop that must outlive outages: None, logged, when
+    the database failed (Redis failures only leave ``woken`` false).
+
+    The session is rolled back and removed, so the next round starts on a
+    fresh connection (the pool drops the broken ones).
+    """
+    try:
+        return dispatch()
+    except Exception as error:
+        first_line = str(error).strip().splitlines()[0] if str(error) else ""
+        log.warning(
+            "webhooks: dispatch failed (%s: %s); trying again",
+            type(error).__name__,
+            first_line,
+        )
+        with contextlib.suppress(Exception):
+            model.Session.rollback()
+        with contextlib.suppress(Exception):
+            model.Session.remove()
+        return None
+
+
+def _wake_listeners() -> None:
+    """NOTIFY: a job lingering in another worker takes over at once."""
+    try:
+        model.Session.execute(text(f"NOTIFY {DELIVERY_CHANNEL}"))
+        model.Session.commit()
+    except Exception as error:
+        with contextlib.suppress(Exception):
+            model.Session.rollback()
+        log.warning("webhooks: could not notify other workers: %s", error)
+
+
 def _budget() -> float:
     """Seconds one job may spend delivering before it hands over."""
     return max(10.0, tk.config.get("ckan.jobs.timeout") / 2)
@@ -112,20 +156,26 @@ def deliver_pending(budget_seconds: float | None = None) -> dict[str, int]:
     # work horse: out of the collector's sight, full collections of what the
     # job makes take milliseconds, not a tenth of a second each.
     gc.freeze()
-    deliverer = Deliverer()
-    try:
-        deliverer.run(budget)
-        if not deliverer.gave_way and time.monotonic() < started + budget:
-            # Idle, not out of time: wait for the next event in this process.
-            linger(
-                lambda: deliverer.run(max(1.0, started + budget - time.monotonic())),
-                cfg.linger_seconds(),
-                started + budget + cfg.linger_seconds(),
-            )
-    finally:
-        deliverer.close()
-        model.Session.remove()
-        gc.unfreeze()  # a worker that runs jobs in its own process goes on
+    with watching_for_stop() as stop_requested:
+        deliverer = Deliverer(stop_requested=stop_requested)
+        try:
+            deliverer.run(budget)
+            if not deliverer.gave_way and time.monotonic() < started + budget:
+                # Idle, not out of time: wait for the next event here.
+                linger(
+                    lambda: deliverer.run(
+                        max(1.0, started + budget - time.monotonic())
+                    ),
+                    cfg.linger_seconds(),
+                    started + budget + cfg.linger_seconds(),
+                    stop_requested,
+                )
+            if deliverer.stopped:
+                _wake_listeners()  # what it gave back is due now, for them
+        finally:
+            deliverer.close()
+            model.Session.remove()
+            gc.unfreeze()  # a worker that runs jobs in its own process goes on
     stats = deliverer.stats
     if stats["sent"] or stats["skipped"]:
         log.info("webhooks: delivered %(succeeded)s, failed %(failed)s", stats)
