@@ -21,7 +21,6 @@ from ckanext.webhooks.cli import webhooks as webhooks_cli
 from ckanext.webhooks.http import receiver_host
 from tests.helpers import count
 from tests.support.receivers.recording import Receiver
-from tests.test_at_least_once import private_redis  # noqa: F401  (a fixture)
 from tests.test_views import CSRF_TOKEN_VALUE, PASSWORD, Browser
 
 
@@ -509,7 +508,7 @@ class TestRedisDown:
     @pytest.mark.ckan_config("ckanext.webhooks.linger_seconds", 0)
     def test_figures_and_delivery_go_on_without_the_counters(
         self,
-        private_redis,  # noqa: F811
+        private_redis,
         receiver,
     ):
         from ckanext.webhooks.delivery import deliver_pending
