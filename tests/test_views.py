@@ -261,7 +261,8 @@ class TestWebhookPage:
         assert "dataset/create" in log
         assert ">503<" in log
         assert " ms" in log
-        assert "retry scheduled" in log
+        assert "the receiver answered 503; will retry" in log
+        assert "next attempt" in log
         assert receiver.bodies()[0]["entity"]["id"] == dataset["id"]
 
     def test_send_test_ping(self, browser, user, receiver):
@@ -279,7 +280,8 @@ class TestWebhookPage:
         page = f"/webhooks/{hook}"
         response = browser.submit(page, f"{page}/test", {})
         assert "Test ping failed:" in response.body
-        assert "delivery-error" in response.body
+        outcome = response.body.split('class="delivery-outcome"')[1]
+        assert "no response: connection refused" in outcome.split("</td>")[0]
 
     def test_redeliver_an_attempt(self, browser, user, receiver, run_jobs):
         hook = create_webhook(user, topic="dataset/create", address=receiver.url)

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import datetime
 from types import ModuleType
 
 import ckan.model as model
+from markupsafe import Markup, escape
 
 from ckanext.webhooks import vocabulary
 
 __all__ = [
+    "webhooks_address_label",
     "webhooks_dataset_label",
     "webhooks_organization_label",
     "webhooks_owner_label",
     "webhooks_status_class",
+    "webhooks_time",
     "webhooks_vocabulary",
 ]
+
+
+def webhooks_address_label(address: str) -> str:
+    """A webhook's name on these pages: its address, shortened if long."""
+    return address if len(address) <= 100 else address[:99] + "…"
 
 
 def webhooks_dataset_label(package_id: str | None) -> str:
@@ -53,3 +62,13 @@ def webhooks_status_class(status: str | int | None) -> str:
 def webhooks_vocabulary() -> ModuleType:
     """Topics, statuses and outcomes for templates, never retyped there."""
     return vocabulary
+
+
+def webhooks_time(moment: str | None) -> Markup | str:
+    """The one way these pages show a time (an API time, ISO 8601 with
+    ``Z``): ``2026-11-24 02:15:27 UTC``, in a ``<time>`` element."""
+    if not moment:
+        return ""
+    when = datetime.datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    shown = when.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return Markup('<time datetime="{}">{}</time>').format(escape(moment), shown)

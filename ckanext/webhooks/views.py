@@ -13,6 +13,8 @@ from ckan.config.middleware.flask_app import csrf
 from ckan.types import Context
 from flask import Blueprint, current_app, make_response
 
+from ckanext.webhooks.vocabulary import AttemptOutcome
+
 __all__ = ["consent_callbacks", "webhooks"]
 
 webhooks = Blueprint("webhooks", __name__, url_prefix="/webhooks")
@@ -25,7 +27,7 @@ consent_callbacks = Blueprint(
 csrf.exempt(consent_callbacks)
 
 PAGE_SIZE = 50
-DELIVERY_LOG_SIZE = 50
+DELIVERY_LOG_SIZE = 25  # events a page of the delivery log shows
 FORM_FIELDS = ("topic", "address", "dataset", "organization", "rate_limit")
 
 
@@ -152,9 +154,31 @@ def _showing_secret(page: str) -> Any:
 @webhooks.route("/<id>")
 def read(id: str) -> Any:
     webhook = _call("webhook_show", {"id": id})
-    deliveries = _call("webhook_delivery_list", {"id": id, "limit": DELIVERY_LOG_SIZE})
+    page = tk.h.get_page_number(tk.request.args)
+    outcome = tk.request.args.get("outcome") or None
+    query: dict[str, Any] = {
+        "id": id,
+        "by_event": True,
+        "limit": DELIVERY_LOG_SIZE + 1,
+        "offset": (page - 1) * DELIVERY_LOG_SIZE,
+    }
+    if outcome in {item.value for item in AttemptOutcome}:
+        query["outcome"] = outcome
+    else:
+        outcome = None
+    events = _call("webhook_delivery_list", query)
     return _showing_secret(
-        tk.render("webhooks/read.html", {"webhook": webhook, "deliveries": deliveries})
+        tk.render(
+            "webhooks/read.html",
+            {
+                "webhook": webhook,
+                "log_events": events[:DELIVERY_LOG_SIZE],
+                "log_page": page,
+                "log_has_next": len(events) > DELIVERY_LOG_SIZE,
+                "log_outcome": outcome,
+                "outcomes": list(AttemptOutcome),
+            },
+        )
     )
 
 
@@ -197,10 +221,7 @@ def test(id: str) -> Any:
 def redeliver(id: str) -> Any:
     attempt_id = tk.request.form.get("attempt", "")
     _call("webhook_show", {"id": id})
-    if attempt_id not in {
-        entry["id"] for entry in _call("webhook_delivery_list", {"id": id})
-    }:
-        return tk.abort(404, tk._("No such entry in this webhook's delivery log"))
+    # Named with this webhook: another webhook's entries are not found.
     if _call_or_flash("webhook_redeliver", {"id": attempt_id, "webhook_id": id}):
         tk.h.flash_success(
             tk._(

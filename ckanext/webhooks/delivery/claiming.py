@@ -87,6 +87,8 @@ class Claim:
     webhook: Webhook
     attempt: int
     sequence: int | None = None
+    # The request's headers and body once rendered, for the delivery log.
+    sent: tuple[dict[str, str], bytes] | None = None
 
 
 def lease_for(deadline_seconds: float) -> datetime.timedelta:

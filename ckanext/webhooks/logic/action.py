@@ -22,8 +22,8 @@ from ckanext.webhooks import config as cfg
 from ckanext.webhooks import delivery, events, feed, leases, topics
 from ckanext.webhooks.delivery import consent, outbox
 from ckanext.webhooks.http import receiver_host
-from ckanext.webhooks.logic import auth, limits, schema
-from ckanext.webhooks.logic.dictization import attempt_dictize, webhook_dictize
+from ckanext.webhooks.logic import auth, delivery_log, limits, schema
+from ckanext.webhooks.logic.dictization import webhook_dictize
 from ckanext.webhooks.logic.validators import shape_problems
 from ckanext.webhooks.model import (
     Webhook,
@@ -244,18 +244,29 @@ def webhook_delivery_list(
 
     :param limit: at most this many entries (default 100)
     :param offset: skip this many
+    :param outcome: only attempts with this outcome (``success``,
+        ``retry scheduled``, ``given up``, ``gone``, ``failed``); grouped by
+        event, only events whose latest attempt had it
+    :param by_event: if true, one entry per event, the one attempted last
+        first, each with its ``attempts``; ``limit`` and ``offset`` count
+        events
+
+    Each attempt carries ``outcome_text`` (in plain words),
+    ``next_attempt_at`` (when a scheduled retry is due), ``request`` (the
+    ``headers`` and ``body`` as sent; the signature and headers the site did
+    not write itself are withheld, the body capped by
+    ``ckanext.webhooks.max_logged_request_bytes``) and ``response_headers``
+    (capped like ``response``).
     """
     tk.check_access("webhook_delivery_list", context, data_dict)
     data = _validated(context, data_dict, schema.webhook_delivery_list_schema)
     webhook = _webhook(context, data["id"])
-    query = (
-        model.Session.query(WebhookAttempt)
-        .filter(WebhookAttempt.webhook_id == webhook.id)
-        .order_by(WebhookAttempt.id.desc())
-        .offset(data.get("offset", 0))
-        .limit(data.get("limit", 100))
+    page = (
+        delivery_log.event_page if data.get("by_event") else delivery_log.attempt_page
     )
-    return [attempt_dictize(a) for a in query]
+    return page(
+        webhook.id, data.get("outcome"), data.get("offset", 0), data.get("limit", 100)
+    )
 
 
 def _deliveries_named_by(target: str) -> list[WebhookDelivery]:

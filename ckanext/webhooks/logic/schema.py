@@ -158,8 +158,19 @@ def webhook_redeliver_schema(
     }
 
 
-def webhook_delivery_list_schema() -> Schema:
-    return {**webhook_list_schema(), **webhook_id_schema()}
+@validator_args
+def webhook_delivery_list_schema(
+    ignore_missing: Validator,
+    webhook_string: Validator,
+    webhook_boolean: Validator,
+    webhook_attempt_outcome: Validator,
+) -> Schema:
+    return {
+        **webhook_list_schema(),
+        **webhook_id_schema(),
+        "outcome": [ignore_missing, webhook_string, webhook_attempt_outcome],
+        "by_event": [ignore_missing, webhook_boolean],
+    }
 
 
 @validator_args

@@ -1,0 +1,84 @@
+"""The subscriber's pages (issue 20): the delivery log as a debugging tool,
+creation that shows the secret once, and the edit page."""
+
+from __future__ import annotations
+
+import pytest
+from ckan.tests import factories, helpers
+
+from ckanext.webhooks import views
+from tests.support.receivers.recording import Reply
+from tests.test_views import (  # noqa: F401  (fixtures)
+    anonymous,
+    browser,
+    create_webhook,
+    user,
+)
+
+
+def log_part(html: str) -> str:
+    return html.split('id="delivery-log"')[1].split("</table>")[0]
+
+
+@pytest.mark.ckan_config("ckan.plugins", "webhooks")
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+class TestDeliveryLogPage:
+    def test_an_event_expands_to_the_request_and_the_answer(
+        self, browser, user, receiver, run_jobs
+    ):
+        hook = create_webhook(user, topic="dataset/create", address=receiver.url)
+        receiver.script.append(Reply(500))
+        factories.Dataset(name="river-levels")
+        run_jobs()
+        helpers.call_action(
+            "webhook_redeliver", id=receiver.received[0].headers["webhook-id"]
+        )
+        run_jobs()
+        html = browser.get(f"/webhooks/{hook}").body
+        log = log_part(html)
+        assert log.count('<tbody class="delivery-event"') == 1  # one event
+        assert log.count('<details class="attempt"') == 2  # two attempts
+        assert "webhook-signature: (withheld)" in log
+        assert f"webhook-id: {receiver.received[0].headers['webhook-id']}" in log
+        assert "river-levels" in log  # the body sent
+        secret = helpers.call_action("webhook_show", id=hook)["secret"]
+        assert receiver.received[0].headers["webhook-signature"] not in html
+        assert log.count(secret) == 0
+        # A loopback receiver's answer: only its status is kept.
+        assert "Only the status is kept" in log
+
+    @pytest.mark.ckan_config("ckanext.webhooks.retry_schedule", "600")
+    def test_older_events_stay_reachable_behind_pings_and_the_filter(
+        self, browser, user, receiver, run_jobs, monkeypatch
+    ):
+        monkeypatch.setattr(views, "DELIVERY_LOG_SIZE", 2)
+        hook = create_webhook(user, topic="dataset/create", address=receiver.url)
+        receiver.script.append(Reply(503))
+        factories.Dataset()
+        run_jobs()
+        event = f'data-event="{receiver.received[0].headers["webhook-id"]}"'
+        for _ in range(3):
+            helpers.call_action("webhook_test", id=hook)
+        first = browser.get(f"/webhooks/{hook}").body
+        assert event not in log_part(first)
+        assert 'rel="next"' in first
+        second = browser.get(f"/webhooks/{hook}?page=2").body  # 2 per page
+        assert event in log_part(second)
+        assert 'rel="prev"' in second
+        assert 'rel="next"' not in second
+        failing = browser.get(f"/webhooks/{hook}?outcome=retry+scheduled").body
+        assert event in log_part(failing)
+        assert "<code>webhook/ping</code>" not in log_part(failing)
+        assert "next attempt" in log_part(failing)
+
+    def test_a_stranger_cannot_redeliver_another_webhooks_entry(
+        self, browser, user, receiver, run_jobs
+    ):
+        mine = create_webhook(user, address=receiver.url)
+        theirs = create_webhook(factories.User(), address=receiver.url + "/x")
+        helpers.call_action("webhook_test", id=theirs)
+        (entry,) = helpers.call_action("webhook_delivery_list", id=theirs)
+        page = f"/webhooks/{mine}"
+        response = browser.submit(page, f"{page}/redeliver", {"attempt": entry["id"]})
+        assert response.status_code == 404
+        assert receiver.count == 1
