@@ -7,13 +7,14 @@ import pytest
 from ckan.tests import factories, helpers
 
 from ckanext.webhooks import views
+from tests import test_views
 from tests.support.receivers.recording import Reply
-from tests.test_views import (  # noqa: F401  (fixtures)
-    anonymous,
-    browser,
-    create_webhook,
-    user,
-)
+from tests.test_views import create_webhook
+
+# The fixtures of the other page tests: a user, logged in, and a stranger.
+user = test_views.user
+browser = test_views.browser
+anonymous = test_views.anonymous
 
 
 def log_part(html: str) -> str:
