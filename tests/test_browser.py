@@ -110,9 +110,13 @@ def test_subscribe_in_the_browser_and_see_the_delivery(
     shot("new")
     page.get_by_role("button", name="Create webhook").click()
     expect(page.locator(".flash-messages")).to_contain_text("Webhook created.")
+    secret = page.locator("#webhook-secret").text_content().strip()
+    shot("created")
+    page.reload()  # post, redirect, get: nothing created twice, no secret
+    expect(page.locator("#webhook-secret")).to_have_count(0)
     expect(page.locator("#no-deliveries")).to_be_visible()
     webhook_url = page.url
-    secret = page.locator("#webhook-secret").text_content().strip()
+    assert len(api.action.webhook_list()) == 1
 
     api.action.package_patch(id="river-levels", notes="Levels rose overnight.")
     live_site.run_worker()

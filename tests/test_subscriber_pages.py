@@ -3,6 +3,9 @@ creation that shows the secret once, and the edit page."""
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import pytest
 from ckan.tests import factories, helpers
 
@@ -83,3 +86,45 @@ class TestDeliveryLogPage:
         response = browser.submit(page, f"{page}/redeliver", {"attempt": entry["id"]})
         assert response.status_code == 404
         assert receiver.count == 1
+
+
+def create_in_form(visitor, **fields) -> Any:
+    fields.setdefault("topic", "dataset/create")
+    fields.setdefault("address", "http://127.0.0.1:9/anon")
+    return visitor.submit("/webhooks/new", "/webhooks/new", fields)
+
+
+@pytest.mark.ckan_config("ckan.plugins", "webhooks")
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+class TestCreatedOnce:
+    def test_anonymous_creator_gets_a_summary_with_copy_buttons_and_a_link(
+        self, anonymous
+    ):
+        dataset = factories.Dataset(name="river-levels")
+        response = create_in_form(anonymous, dataset=dataset["name"], rate_limit="5")
+        body = response.body
+        hook_id = re.search(r'id="webhook-id">([^<]+)<', body).group(1)
+        summary = body.split('id="webhook-summary"')[1].split("</dl>")[0]
+        assert summary.count('data-module="webhooks-copy"') == 3
+        assert "river-levels" in summary  # the filter
+        assert "at most 5 a minute" in summary
+        assert f'href="http://test.ckan.net/webhooks/{hook_id}"' in summary
+        # No link leads an anonymous visitor to a login wall.
+        assert 'href="/webhooks"' not in body
+        assert "/user/login?came_from=%2Fwebhooks" not in body
+
+    def test_the_secret_is_never_on_the_webhooks_page(self, anonymous, app):
+        response = create_in_form(anonymous)
+        hook_id = re.search(r'id="webhook-id">([^<]+)<', response.body).group(1)
+        secret = helpers.call_action("webhook_show", id=hook_id)["secret"]
+        page = anonymous.get(f"/webhooks/{hook_id}").body
+        assert secret not in page
+        assert "Rotate the secret" in page
+        # Another visitor holding the id does not get the secret page either.
+        other = test_views.Browser(app).get(f"/webhooks/{hook_id}/secret")
+        assert secret not in other.body
+
+    def test_a_strangers_secret_page_is_not_found(self, browser):
+        theirs = create_webhook(factories.User())
+        assert browser.get(f"/webhooks/{theirs}/secret").status_code == 404
+        assert browser.get("/webhooks/nothing-here/secret").status_code == 404

@@ -213,11 +213,17 @@ class TestCreateForm:
             {"topic": "dataset/create", "address": "http://127.0.0.1:9/anon"},
         )
         body = response.body
-        assert "Copy these now and keep them safe." in body
+        assert "Copy the secret now and keep it safe." in body
         hook_id = re.search(r'id="webhook-id">([^<]+)<', body).group(1)
         hook = helpers.call_action("webhook_show", id=hook_id)
         assert hook["owner_id"] is None
         assert f'id="webhook-secret">{hook["secret"]}<' in body
+        # Post, redirect, get: a reload creates nothing and shows no secret.
+        assert response.request.path == f"/webhooks/{hook_id}/secret"
+        again = anonymous.get(response.request.path)
+        assert hook["secret"] not in again.body
+        assert "shown only once" in again.body
+        assert len(helpers.call_action("webhook_list", {"ignore_auth": True})) == 1
 
     @pytest.mark.ckan_config("ckanext.webhooks.minimum_auth", "editor")
     def test_forbidden_below_the_minimum_role(self, anonymous, browser):
@@ -330,6 +336,7 @@ class TestWebhookPage:
         assert new != old
         assert new in response.body
         assert "New secret issued." in response.body
+        assert new not in browser.get(response.request.path).body
 
     def test_delete_asks_for_confirmation(self, browser, user):
         hook = create_webhook(user)

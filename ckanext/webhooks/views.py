@@ -11,7 +11,7 @@ from typing import Any, cast
 import ckan.plugins.toolkit as tk
 from ckan.config.middleware.flask_app import csrf
 from ckan.types import Context
-from flask import Blueprint, current_app, make_response
+from flask import Blueprint, current_app, make_response, session
 
 from ckanext.webhooks.vocabulary import AttemptOutcome
 
@@ -123,15 +123,8 @@ def new() -> Any:
         except tk.NotAuthorized as error:
             return tk.abort(403, str(error))
         else:
-            if tk.current_user.is_authenticated:
-                tk.h.flash_success(tk._("Webhook created."))
-                return tk.redirect_to("webhooks.read", id=webhook_id)
-            # Anonymous webhooks belong to whoever holds the id: show it (and
-            # the secret) on this response and nowhere a stranger can look.
-            webhook = _call("webhook_show", {"id": webhook_id})
-            return _showing_secret(
-                tk.render("webhooks/created.html", {"webhook": webhook})
-            )
+            tk.h.flash_success(tk._("Webhook created."))
+            return _to_secret_shown_once(webhook_id, "created")
     return tk.render(
         "webhooks/new.html",
         {
@@ -140,6 +133,40 @@ def new() -> Any:
             "error_summary": error_summary,
             "topics": _topic_options(),
         },
+    )
+
+
+# The session names the webhook whose secret the next GET of its secret page
+# may show, once: a reload, or anyone else, finds nothing there. Only the id
+# is kept in the session; the secret is read when the page is shown.
+SECRET_ONCE = "webhooks_secret_once"
+
+
+def _to_secret_shown_once(webhook_id: str, why: str) -> Any:
+    """Post, redirect, get: the secret is shown by a page that can be
+    reloaded without creating or rotating anything again."""
+    session[SECRET_ONCE] = {"id": webhook_id, "why": why}
+    return tk.redirect_to("webhooks.secret", id=webhook_id)
+
+
+@webhooks.route("/<id>/secret")
+def secret(id: str) -> Any:
+    webhook = _call("webhook_show", {"id": id})
+    once = session.get(SECRET_ONCE) or {}
+    if once.get("id") != webhook["id"]:
+        tk.h.flash_notice(
+            tk._(
+                "The signing secret is shown only once, right after it is "
+                "issued. Rotate the secret to get a new one."
+            )
+        )
+        return tk.redirect_to("webhooks.read", id=id)
+    session.pop(SECRET_ONCE, None)
+    return _showing_secret(
+        tk.render(
+            "webhooks/created.html",
+            {"webhook": webhook, "rotated": once.get("why") == "rotated"},
+        )
     )
 
 
@@ -302,7 +329,7 @@ def rotate_secret(id: str) -> Any:
             "the old and the new secret, so your receiver can switch over."
         )
     )
-    return tk.redirect_to("webhooks.read", id=id)
+    return _to_secret_shown_once(id, "rotated")
 
 
 @webhooks.route("/<id>/delete", methods=["GET", "POST"])
