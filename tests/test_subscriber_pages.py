@@ -128,3 +128,72 @@ class TestCreatedOnce:
         theirs = create_webhook(factories.User())
         assert browser.get(f"/webhooks/{theirs}/secret").status_code == 404
         assert browser.get("/webhooks/nothing-here/secret").status_code == 404
+
+
+@pytest.mark.ckan_config("ckan.plugins", "webhooks")
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+class TestEditPage:
+    def test_edit_keeps_id_secret_and_log(self, browser, user, receiver):
+        dataset = factories.Dataset(name="river-levels")
+        hook = create_webhook(user, dataset=dataset["id"], rate_limit=5)
+        helpers.call_action("webhook_test", id=hook)
+        before = helpers.call_action("webhook_show", id=hook)
+        page = f"/webhooks/{hook}/edit"
+        form = browser.get(page).body
+        assert 'value="river-levels"' in form
+        assert 'id="address-change-warning"' in form
+        response = browser.submit(
+            page,
+            page,
+            {
+                "topic": "",
+                "custom_topic": "custom/harvest/finished",
+                "address": receiver.url + "/new",
+                "dataset": "",
+                "organization": "",
+                "rate_limit": "",
+            },
+        )
+        assert "Webhook saved." in response.body
+        assert "consent" in response.body  # the address changed
+        after = helpers.call_action("webhook_show", id=hook)
+        assert after["secret"] == before["secret"]
+        assert (after["topic"], after["address"]) == (
+            "custom/harvest/finished",
+            receiver.url + "/new",
+        )
+        assert (after["dataset"], after["rate_limit"]) == (None, None)
+        assert len(helpers.call_action("webhook_delivery_list", id=hook)) == 1
+        assert 'value="custom/harvest/finished"' in browser.get(page).body
+
+    def test_edit_errors_sit_on_their_fields_and_change_nothing(self, browser, user):
+        hook = create_webhook(user)
+        before = helpers.call_action("webhook_show", id=hook)
+        page = f"/webhooks/{hook}/edit"
+        body = browser.submit(
+            page,
+            page,
+            {
+                "topic": "dataset/update",
+                "custom_topic": "custom/Not OK",
+                "address": "",
+                "dataset": "no-such-dataset",
+            },
+        ).body
+        custom = body.split('for="field-custom-topic"')[1].split("field-address")[0]
+        assert "Unknown topic" in custom
+        address = body.split('for="field-address"')[1].split("field-dataset")[0]
+        assert "Missing value" in address
+        assert helpers.call_action("webhook_show", id=hook) == before
+
+    def test_a_stranger_cannot_edit(self, browser):
+        theirs = create_webhook(factories.User())
+        page = f"/webhooks/{theirs}/edit"
+        assert browser.get(page).status_code == 404
+        response = browser.submit(
+            "/webhooks/new", page, {"address": "http://127.0.0.1:9/mine"}
+        )
+        assert response.status_code == 404
+        assert helpers.call_action("webhook_show", id=theirs)["address"] != (
+            "http://127.0.0.1:9/mine"
+        )

@@ -97,42 +97,119 @@ def _topic_options() -> list[dict[str, str]]:
     ]
 
 
+def _posted_form(clearing: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(what the form shows again, what the action gets) from a posted form.
+
+    Empty optional fields mean "none": left out on create, sent empty on
+    edit (``clearing``), where an empty filter is cleared and an empty
+    address or topic refused.
+    """
+    data = {field: tk.request.form.get(field, "").strip() for field in FORM_FIELDS}
+    submitted = {key: value for key, value in data.items() if value or clearing}
+    # A custom/<name> topic is typed rather than picked from the list.
+    data["custom_topic"] = tk.request.form.get("custom_topic", "").strip()
+    if data["custom_topic"]:
+        submitted["topic"] = data["custom_topic"]
+    return data, submitted
+
+
+def _form_errors(
+    error: tk.ValidationError, data: dict[str, Any]
+) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """The errors by field, a typed topic's on the field it was typed in."""
+    errors = dict(cast("dict[str, list[str]]", error.error_dict))
+    if data.get("custom_topic") and "topic" in errors:
+        errors["custom_topic"] = errors.pop("topic")
+    return errors, error.error_summary
+
+
+def _render_form(
+    template: str, data: dict[str, Any], errors: dict, summary: dict, **extra: Any
+) -> Any:
+    return tk.render(
+        template,
+        {
+            "data": data,
+            "errors": errors,
+            "error_summary": summary,
+            "topics": _topic_options(),
+            **extra,
+        },
+    )
+
+
 @webhooks.route("/new", methods=["GET", "POST"])
 def new() -> Any:
     if not tk.h.check_access("webhook_create"):
         tk.abort(403, tk._("You are not allowed to create webhooks on this site"))
-    data: dict[str, Any] = {"topic": "dataset/update"}
     errors: dict[str, list[str]] = {}
     error_summary: dict[str, str] = {}
     if tk.request.method == "GET":
-        data["dataset"] = tk.request.args.get("dataset", "")
-        data["organization"] = tk.request.args.get("organization", "")
+        dataset = tk.request.args.get("dataset", "")
+        data: dict[str, Any] = {
+            # From a dataset's page: every change of that dataset.
+            "topic": "*" if dataset else "dataset/update",
+            "dataset": dataset,
+            "organization": tk.request.args.get("organization", ""),
+        }
     else:
-        data = {field: tk.request.form.get(field, "").strip() for field in FORM_FIELDS}
-        # Empty optional filters mean "no filter", not "a dataset named ''".
-        submitted = {key: value for key, value in data.items() if value}
-        # A custom/<name> topic is typed rather than picked from the list.
-        data["custom_topic"] = tk.request.form.get("custom_topic", "").strip()
-        if data["custom_topic"]:
-            submitted["topic"] = data["custom_topic"]
+        data, submitted = _posted_form(clearing=False)
         try:
             webhook_id = tk.get_action("webhook_create")(_context(), submitted)
         except tk.ValidationError as error:
-            errors = cast("dict[str, list[str]]", error.error_dict)
-            error_summary = error.error_summary
+            errors, error_summary = _form_errors(error, data)
         except tk.NotAuthorized as error:
             return tk.abort(403, str(error))
         else:
             tk.h.flash_success(tk._("Webhook created."))
             return _to_secret_shown_once(webhook_id, "created")
-    return tk.render(
+    return _render_form(
         "webhooks/new.html",
-        {
-            "data": data,
-            "errors": errors,
-            "error_summary": error_summary,
-            "topics": _topic_options(),
-        },
+        data,
+        errors,
+        error_summary,
+        form_action=tk.h.url_for("webhooks.new"),
+    )
+
+
+@webhooks.route("/<id>/edit", methods=["GET", "POST"])
+def edit(id: str) -> Any:
+    webhook = _call("webhook_show", {"id": id})
+    errors: dict[str, list[str]] = {}
+    error_summary: dict[str, str] = {}
+    if tk.request.method == "GET":
+        custom = webhook["topic"] not in {o["value"] for o in _topic_options()}
+        data: dict[str, Any] = {
+            "topic": "" if custom else webhook["topic"],
+            "custom_topic": webhook["topic"] if custom else "",
+            "address": webhook["address"],
+            "dataset": tk.h.webhooks_dataset_label(webhook["dataset"]),
+            "organization": tk.h.webhooks_organization_label(webhook["organization"]),
+            "rate_limit": webhook["rate_limit"] or "",
+        }
+    else:
+        data, submitted = _posted_form(clearing=True)
+        try:
+            _call("webhook_update", {**submitted, "id": id})
+        except tk.ValidationError as error:
+            errors, error_summary = _form_errors(error, data)
+        else:
+            tk.h.flash_success(tk._("Webhook saved."))
+            if submitted["address"] != webhook["address"]:
+                tk.h.flash_notice(
+                    tk._(
+                        "The address changed: the new receiver's consent, "
+                        "where this site asks for it, starts afresh."
+                    )
+                )
+            return tk.redirect_to("webhooks.read", id=id)
+    return _render_form(
+        "webhooks/edit.html",
+        data,
+        errors,
+        error_summary,
+        webhook=webhook,
+        form_action=tk.h.url_for("webhooks.edit", id=id),
     )
 
 
