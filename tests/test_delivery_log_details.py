@@ -192,3 +192,49 @@ class TestDeliveryLogDetails:
         with pytest.raises(helpers.logic.ValidationError) as error:
             log(hook_id, outcome="exploded")
         assert "outcome" in error.value.error_dict
+
+
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+class TestSubscriptionsThatCanNeverFire:
+    @pytest.mark.parametrize(
+        ("topic", "filters"),
+        [
+            ("group/update", {"dataset": True}),
+            ("group/*", {"organization": True}),
+            ("organization/delete", {"dataset": True}),
+        ],
+    )
+    def test_are_refused_with_a_reason(self, topic, filters):
+        org = factories.Organization()
+        dataset = factories.Dataset(owner_org=org["id"])
+        data = {"dataset": dataset["id"], "organization": org["id"]}
+        with pytest.raises(helpers.logic.ValidationError) as error:
+            helpers.call_action(
+                "webhook_create",
+                topic=topic,
+                address="http://127.0.0.1:9/x",
+                **{key: data[key] for key in filters},
+            )
+        assert "concern no" in error.value.error_dict["topic"][0]
+
+    def test_an_update_that_would_never_fire_changes_nothing(self):
+        dataset = factories.Dataset()
+        hook_id = helpers.call_action(
+            "webhook_create",
+            topic="dataset/update",
+            address="http://127.0.0.1:9/x",
+            dataset=dataset["id"],
+        )
+        with pytest.raises(helpers.logic.ValidationError):
+            helpers.call_action("webhook_update", id=hook_id, topic="group/update")
+        assert helpers.call_action("webhook_show", id=hook_id)["topic"] == (
+            "dataset/update"
+        )
+        org = factories.Organization()
+        helpers.call_action(
+            "webhook_update",
+            id=hook_id,
+            topic="organization/update",
+            dataset="",
+            organization=org["id"],
+        )

@@ -107,6 +107,7 @@ def webhook_create(context: Context, data_dict: DataDict) -> str:
     """
     tk.check_access("webhook_create", context, data_dict)
     data = _validated(context, data_dict, schema.webhook_create_schema)
+    _check_reachable(data["topic"], data.get("dataset"), data.get("organization"))
     user = auth.caller(context)
     now = utcnow()
     webhook = Webhook(
@@ -150,6 +151,11 @@ def webhook_update(context: Context, data_dict: DataDict) -> dict[str, Any]:
     data = _validated(context, data_dict, schema.webhook_update_schema)
     webhook = _webhook(context, data["id"])
     # Every check before any change: a refused update leaves nothing behind.
+    _check_reachable(
+        data.get("topic", webhook.topic),
+        data.get("dataset", webhook.package_id),
+        data.get("organization", webhook.organization_id),
+    )
     moving = "address" in data and data["address"] != webhook.address
     if moving and webhook.owner_id is None:
         limits.check_webhook_limits(
@@ -174,6 +180,13 @@ def webhook_update(context: Context, data_dict: DataDict) -> dict[str, Any]:
         events.wake_workers_after_commit()  # for the handshake
     _commit(context)
     return webhook_dictize(webhook)
+
+
+def _check_reachable(topic: str, dataset: str | None, organization: str | None) -> None:
+    """Refuse a subscription that could never receive anything."""
+    reason = topics.unreachable_by_filter(topic, dataset, organization)
+    if reason:
+        raise tk.ValidationError({"topic": [tk._(reason)]})
 
 
 def _check_not_gone(context: Context, webhook: Webhook, field: str) -> None:
