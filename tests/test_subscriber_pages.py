@@ -197,3 +197,30 @@ class TestEditPage:
         assert helpers.call_action("webhook_show", id=theirs)["address"] != (
             "http://127.0.0.1:9/mine"
         )
+
+
+@pytest.mark.ckan_config("ckan.plugins", "webhooks")
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+class TestAccessibleForm:
+    def test_errors_are_marked_described_and_linked_from_the_summary(self, browser):
+        body = browser.submit(
+            "/webhooks/new",
+            "/webhooks/new",
+            {"topic": "dataset/update", "address": "ftp://example.com/x"},
+        ).body
+        summary = body.split('id="error-summary"')[1].split("</div>")[0]
+        assert 'data-module="webhooks-error-summary"' in body
+        assert '<a href="#field-address">Address:' in summary
+        address = re.search(r"<input id=\"field-address\"[^>]*>", body).group(0)
+        assert 'aria-invalid="true"' in address
+        assert 'aria-describedby="field-address-error field-address-help"' in address
+        assert 'id="field-address-error"' in body
+        dataset = re.search(r"<input id=\"field-dataset\"[^>]*>", body).group(0)
+        assert "aria-invalid" not in dataset
+        assert 'data-module="autocomplete"' in dataset
+        assert "/api/2/util/dataset/autocomplete?incomplete=?" in dataset
+
+    def test_from_a_dataset_page_every_change_of_it_is_proposed(self, browser):
+        factories.Dataset(name="river-levels")
+        body = browser.get("/webhooks/new?dataset=river-levels").body
+        assert '<option value="*" selected>' in body

@@ -13,6 +13,7 @@ from ckanext.webhooks import vocabulary
 __all__ = [
     "webhooks_address_label",
     "webhooks_dataset_label",
+    "webhooks_field_attrs",
     "webhooks_organization_label",
     "webhooks_owner_label",
     "webhooks_status_class",
@@ -24,6 +25,19 @@ __all__ = [
 def webhooks_address_label(address: str) -> str:
     """A webhook's name on these pages: its address, shortened if long."""
     return address if len(address) <= 100 else address[:99] + "…"
+
+
+def webhooks_field_attrs(
+    field_id: str, error: object, extra: dict[str, str] | None = None
+) -> dict[str, str]:
+    """A form control's attributes: described by its help text, and when in
+    error marked invalid and described by its message first."""
+    attrs = {"class": "form-control", "aria-describedby": f"{field_id}-help"}
+    if error:
+        attrs["aria-invalid"] = "true"
+        attrs["aria-describedby"] = f"{field_id}-error {field_id}-help"
+    attrs.update(extra or {})
+    return attrs
 
 
 def webhooks_dataset_label(package_id: str | None) -> str:
