@@ -224,3 +224,32 @@ class TestAccessibleForm:
         factories.Dataset(name="river-levels")
         body = browser.get("/webhooks/new?dataset=river-levels").body
         assert '<option value="*" selected>' in body
+
+
+@pytest.mark.ckan_config("ckan.plugins", "webhooks")
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+class TestWebhookListSearch:
+    def test_search_by_address_and_state(self, browser, user):
+        kept = create_webhook(user, address="http://127.0.0.1:9/river_levels")
+        create_webhook(user, address="http://127.0.0.1:9/riverXlevels")
+        off = create_webhook(user, address="http://127.0.0.1:9/rain")
+        helpers.call_action(
+            "webhook_update", {"user": user["name"]}, id=off, active=False
+        )
+        context = {"user": user["name"]}
+        found = helpers.call_action("webhook_list", dict(context), q="R_LEVEL")
+        assert [w["id"] for w in found] == [kept]  # "_" is no wildcard
+        disabled = helpers.call_action("webhook_list", dict(context), active=False)
+        assert [w["id"] for w in disabled] == [off]
+        body = browser.get("/webhooks?state=disabled").body
+        listed = body.split('id="webhook-list"')[1]
+        assert "/rain" in listed
+        assert "/river" not in listed
+        assert "Webhooks 1 to 1 (all of them)" in body
+
+    def test_a_stranger_finds_nothing_of_anothers(self, user):
+        create_webhook(factories.User(), address="http://127.0.0.1:9/secret-path")
+        found = helpers.call_action(
+            "webhook_list", {"user": user["name"], "ignore_auth": False}, q="secret"
+        )
+        assert found == []

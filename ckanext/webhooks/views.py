@@ -68,15 +68,24 @@ def index() -> Any:
     if not tk.current_user.is_authenticated:
         return tk.redirect_to("user.login", came_from=tk.url_for("webhooks.index"))
     page = tk.h.get_page_number(tk.request.args)
-    found = _call(
-        "webhook_list", {"limit": PAGE_SIZE + 1, "offset": (page - 1) * PAGE_SIZE}
-    )
+    search = {
+        "q": tk.request.args.get("q", "").strip()[:200],
+        "state": tk.request.args.get("state", ""),
+    }
+    query: dict[str, Any] = {"limit": PAGE_SIZE + 1, "offset": (page - 1) * PAGE_SIZE}
+    if search["q"]:
+        query["q"] = search["q"]
+    if search["state"] in ("active", "disabled"):
+        query["active"] = search["state"] == "active"
+    found = _call("webhook_list", query)
     return tk.render(
         "webhooks/index.html",
         {
             "webhooks": found[:PAGE_SIZE],
             "page": page,
             "has_next": len(found) > PAGE_SIZE,
+            "first": (page - 1) * PAGE_SIZE + 1,
+            "search": search,
             "can_create": tk.h.check_access("webhook_create"),
         },
     )

@@ -229,17 +229,31 @@ def webhook_delete(context: Context, data_dict: DataDict) -> None:
 def webhook_list(context: Context, data_dict: DataDict) -> list[dict[str, Any]]:
     """The caller's webhooks, newest first (a sysadmin sees everyone's).
 
+    :param q: only those whose address contains this text (any case)
+    :param active: only the enabled (true) or disabled (false) ones
+
     No secrets: ``webhook_show`` gives one webhook's secret.
     """
     tk.check_access("webhook_list", context, data_dict)
-    data = _validated(context, data_dict, schema.webhook_list_schema)
+    data = _validated(context, data_dict, schema.webhook_list_search_schema)
     query = model.Session.query(Webhook)
     if not (auth.is_sysadmin(context) or context.get("ignore_auth")):
         user = auth.caller(context)
         query = query.filter(Webhook.owner_id == (user.id if user else None))
+    if data.get("q"):
+        query = query.filter(Webhook.address.ilike(_containing(data["q"]), escape="\\"))
+    if "active" in data:
+        query = query.filter(Webhook.active == data["active"])
     query = query.order_by(Webhook.created.desc(), Webhook.id)
     query = query.offset(data.get("offset", 0)).limit(data.get("limit", 100))
     return [webhook_dictize(w) for w in query]
+
+
+def _containing(text: str) -> str:
+    """A LIKE pattern for ``text`` anywhere, its own ``%`` and ``_`` literal."""
+    for special in ("\\", "%", "_"):
+        text = text.replace(special, "\\" + special)
+    return f"%{text}%"
 
 
 @tk.side_effect_free
