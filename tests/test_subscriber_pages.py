@@ -253,3 +253,34 @@ class TestWebhookListSearch:
             "webhook_list", {"user": user["name"], "ignore_auth": False}, q="secret"
         )
         assert found == []
+
+
+@pytest.mark.ckan_config("ckan.plugins", "webhooks")
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+class TestOneStoryPerPage:
+    def test_a_disabled_webhook_gives_one_count_not_two(self, browser, user):
+        import ckan.model as model
+
+        from ckanext.webhooks.model import Webhook
+
+        hook = create_webhook(user)
+        row = model.Session.get(Webhook, hook)
+        row.active = False
+        row.failure_count = 6  # one more failure counted after disabling
+        row.disabled_reason = "5 consecutive events could not be delivered"
+        model.Session.commit()
+        body = browser.get(f"/webhooks/{hook}").body
+        assert "5 consecutive events" in body
+        assert "6 events in a row" not in body
+
+    def test_every_time_in_the_api_is_iso_8601_with_z(self, user, receiver):
+        hook = create_webhook(user, address=receiver.url)
+        helpers.call_action("webhook_test", id=hook)
+        shown = helpers.call_action("webhook_show", id=hook)
+        (entry,) = helpers.call_action("webhook_delivery_list", id=hook)
+        (event,) = helpers.call_action("webhook_delivery_list", id=hook, by_event=True)
+        times = [shown["created"], shown["last_delivery_at"], entry["created"]]
+        times.append(event["last_attempt_at"])
+        assert all(
+            re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", t) for t in times
+        ), times
