@@ -198,6 +198,23 @@ say "the receiver got this event and verified its signature:"
 sed -n '/^receiver: verified/,$p' "$dir/receiver.log" | head -n 60
 echo
 
+ckanapi=$venv/bin/ckanapi
+say "your API token (the demo user's): $token"
+cat <<EOF
+demo: subscribe your own app with ckanapi (the receiver verifies deliveries
+demo: for any webhook of this site, and says which it verified):
+  $ckanapi action webhook_create -r $site -a $token \\
+      topic=dataset/update address=http://127.0.0.1:$receiver_port/my-app
+  $ckanapi action webhook_list -r $site -a $token
+or in Python:
+  from ckanapi import RemoteCKAN
+  ckan = RemoteCKAN("$site", apikey="$token")
+  hook_id = ckan.action.webhook_create(
+      topic="dataset/update", address="http://127.0.0.1:$receiver_port/my-app")
+  print(ckan.action.webhook_delivery_list(id=hook_id, by_event=True))
+EOF
+echo
+
 if [ "$mode" = once ]; then
   say "OK: verified event received; stopping everything (--once)"
   exit 0
@@ -209,6 +226,7 @@ stop_command="bash scripts/demo.sh --stop"
 cat <<EOF
 demo: the site is running.
   CKAN           $site   (log in as demo / $password)
+  API token      $token
   your webhooks  $site/webhooks
   the dataset    $site/dataset/demo-dataset
   events         tail -f $dir/receiver.log   (change the dataset to see more)

@@ -11,6 +11,12 @@
    (the reference implementation of the Standard Webhooks spec) and prints
    the verified events; forged or stale requests get 400 and are reported.
 
+It accepts deliveries for any webhook of the site, not only its own: a body
+names its webhook (``webhook_id``), and the receiver asks the site for that
+webhook's secret (``webhook_show``, which its token, a sysadmin's, may call
+for any webhook). Each event is reported as verified for that webhook, or
+as rejected with the reason (no such webhook, bad signature).
+
 With ``--first-event FILE`` the first verified event is also written to FILE,
 which the demo script waits for. The receiver runs until it is stopped.
 """
@@ -26,7 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from ckanapi import RemoteCKAN
+from ckanapi import NotAuthorized, NotFound, RemoteCKAN, ValidationError
 from standardwebhooks import Webhook, WebhookVerificationError
 
 
@@ -39,17 +45,56 @@ class VerifyingReceiver(ThreadingHTTPServer):
 
     def __init__(self, port: int, first_event: Path | None) -> None:
         super().__init__(("127.0.0.1", port), VerifyingHandler)
-        self.verifier: Webhook | None = None
+        self.ckan: RemoteCKAN | None = None
+        self.verifiers: dict[str, Webhook] = {}  # by webhook id
         self.first_event = first_event
         self.verified = 0
         self.lock = threading.Lock()
 
-    def accept_event(self, payload: Any, headers: dict[str, str]) -> None:
+    def verifier(self, webhook_id: str, fresh: bool = False) -> Webhook | None:
+        """The verifier of a webhook of the site (its secret asked for once,
+        and again after a failure: the secret may have been rotated)."""
+        with self.lock:
+            known = self.verifiers.get(webhook_id)
+        if known is not None and not fresh:
+            return known
+        try:
+            secret = self.ckan.action.webhook_show(id=webhook_id)["secret"]
+        except (NotFound, NotAuthorized, ValidationError):
+            return None
+        verifier = Webhook(secret)
+        with self.lock:
+            self.verifiers[webhook_id] = verifier
+        return verifier
+
+    def verify(self, body: bytes, headers: dict[str, str]) -> tuple[Any, str]:
+        """(payload, webhook id) of a delivery this site signed; raises
+        WebhookVerificationError saying why not."""
+        try:
+            claimed = json.loads(body).get("webhook_id")
+        except (ValueError, AttributeError):
+            claimed = None
+        if not isinstance(claimed, str) or not claimed:
+            raise WebhookVerificationError("the body names no webhook_id")
+        verifier = self.verifier(claimed)
+        if verifier is None:
+            raise WebhookVerificationError(f"no webhook {claimed} on the site")
+        try:
+            return verifier.verify(body, headers), claimed
+        except WebhookVerificationError:
+            verifier = self.verifier(claimed, fresh=True)  # rotated since?
+            if verifier is None:
+                raise
+            return verifier.verify(body, headers), claimed
+
+    def accept_event(
+        self, payload: Any, headers: dict[str, str], webhook_id: str
+    ) -> None:
         with self.lock:
             self.verified += 1
             first = self.verified == 1
         say(
-            f"verified {payload.get('topic')} event "
+            f"verified {payload.get('topic')} event for webhook {webhook_id} "
             f"(webhook-id {headers.get('webhook-id')}):\n"
             + json.dumps(payload, indent=2, sort_keys=True)
         )
@@ -77,18 +122,17 @@ class VerifyingHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         headers = {name.lower(): value for name, value in self.headers.items()}
-        verifier = self.server.verifier
-        if verifier is None:
+        if self.server.ckan is None:
             self._answer(503, "not subscribed yet")
             return
         try:
-            payload = verifier.verify(body, headers)
+            payload, webhook_id = self.server.verify(body, headers)
         except WebhookVerificationError as error:
-            say(f"REJECTED a request to {self.path}: {error}")
-            self._answer(400, "bad signature")
+            say(f"REJECTED (not verified) a request to {self.path}: {error}")
+            self._answer(400, f"not verified: {error}")
             return
-        self._answer(200, "ok")
-        self.server.accept_event(payload, headers)
+        self._answer(200, f"verified for webhook {webhook_id}")
+        self.server.accept_event(payload, headers, webhook_id)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -110,8 +154,7 @@ def main(argv: list[str] | None = None) -> None:
 
     ckan = RemoteCKAN(args.ckan, apikey=token, user_agent="ckanext-webhooks-demo")
     webhook_id = ckan.action.webhook_create(topic=args.topic, address=address)
-    webhook = ckan.action.webhook_show(id=webhook_id)
-    server.verifier = Webhook(webhook["secret"])
+    server.ckan = ckan
     say(f"subscribed: webhook {webhook_id} sends {args.topic!r} events to {address}")
 
     if args.create_dataset:

@@ -49,6 +49,9 @@ def test_demo_once_prints_a_verified_event_and_cleans_up(tmp_path):
     assert '"name": "demo-dataset"' in output
     assert '"topic": "dataset/create"' in output
     assert output.rstrip().endswith("stopping everything (--once)")
+    token = re.search(r"your API token \(the demo user's\): (\S+)", output).group(1)
+    assert "action webhook_create -r http://127.0.0.1:" in output
+    assert f'apikey="{token}"' in output
 
     site = re.search(r"web server on (http://127\.0\.0\.1:\d+)", output).group(1)
     with pytest.raises(requests.ConnectionError):

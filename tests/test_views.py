@@ -213,11 +213,17 @@ class TestCreateForm:
             {"topic": "dataset/create", "address": "http://127.0.0.1:9/anon"},
         )
         body = response.body
-        assert "Copy these now and keep them safe." in body
+        assert "Copy the secret now and keep it safe." in body
         hook_id = re.search(r'id="webhook-id">([^<]+)<', body).group(1)
         hook = helpers.call_action("webhook_show", id=hook_id)
         assert hook["owner_id"] is None
         assert f'id="webhook-secret">{hook["secret"]}<' in body
+        # Post, redirect, get: a reload creates nothing and shows no secret.
+        assert response.request.path == f"/webhooks/{hook_id}/secret"
+        again = anonymous.get(response.request.path)
+        assert hook["secret"] not in again.body
+        assert "shown only once" in again.body
+        assert len(helpers.call_action("webhook_list", {"ignore_auth": True})) == 1
 
     @pytest.mark.ckan_config("ckanext.webhooks.minimum_auth", "editor")
     def test_forbidden_below_the_minimum_role(self, anonymous, browser):
@@ -261,7 +267,8 @@ class TestWebhookPage:
         assert "dataset/create" in log
         assert ">503<" in log
         assert " ms" in log
-        assert "retry scheduled" in log
+        assert "the receiver answered 503; will retry" in log
+        assert "next attempt" in log
         assert receiver.bodies()[0]["entity"]["id"] == dataset["id"]
 
     def test_send_test_ping(self, browser, user, receiver):
@@ -279,7 +286,8 @@ class TestWebhookPage:
         page = f"/webhooks/{hook}"
         response = browser.submit(page, f"{page}/test", {})
         assert "Test ping failed:" in response.body
-        assert "delivery-error" in response.body
+        outcome = response.body.split('class="delivery-outcome"')[1]
+        assert "no response: connection refused" in outcome.split("</td>")[0]
 
     def test_redeliver_an_attempt(self, browser, user, receiver, run_jobs):
         hook = create_webhook(user, topic="dataset/create", address=receiver.url)
@@ -328,6 +336,7 @@ class TestWebhookPage:
         assert new != old
         assert new in response.body
         assert "New secret issued." in response.body
+        assert new not in browser.get(response.request.path).body
 
     def test_delete_asks_for_confirmation(self, browser, user):
         hook = create_webhook(user)

@@ -25,6 +25,7 @@ __all__ = [
     "delivery_log_days",
     "linger_seconds",
     "max_failures",
+    "max_logged_request_bytes",
     "max_rate_per_host",
     "max_response_bytes",
     "max_tests_per_minute",
@@ -102,6 +103,10 @@ def address_policy() -> Policy:
 
 def max_response_bytes() -> int:
     return _option("max_response_bytes")
+
+
+def max_logged_request_bytes() -> int:
+    return max(0, _option("max_logged_request_bytes"))
 
 
 def max_webhooks_per_user() -> int:

@@ -2,20 +2,43 @@
 
 from __future__ import annotations
 
+import datetime
 from types import ModuleType
 
 import ckan.model as model
+from markupsafe import Markup, escape
 
 from ckanext.webhooks import vocabulary
 
 __all__ = [
+    "webhooks_address_label",
     "webhooks_dataset_label",
+    "webhooks_field_attrs",
     "webhooks_group_labels",
     "webhooks_organization_label",
     "webhooks_owner_label",
     "webhooks_status_class",
+    "webhooks_time",
     "webhooks_vocabulary",
 ]
+
+
+def webhooks_address_label(address: str) -> str:
+    """A webhook's name on these pages: its address, shortened if long."""
+    return address if len(address) <= 100 else address[:99] + "…"
+
+
+def webhooks_field_attrs(
+    field_id: str, error: object, extra: dict[str, str] | None = None
+) -> dict[str, str]:
+    """A form control's attributes: described by its help text, and when in
+    error marked invalid and described by its message first."""
+    attrs = {"class": "form-control", "aria-describedby": f"{field_id}-help"}
+    if error:
+        attrs["aria-invalid"] = "true"
+        attrs["aria-describedby"] = f"{field_id}-error {field_id}-help"
+    attrs.update(extra or {})
+    return attrs
 
 
 def webhooks_dataset_label(package_id: str | None) -> str:
@@ -59,3 +82,13 @@ def webhooks_status_class(status: str | int | None) -> str:
 def webhooks_vocabulary() -> ModuleType:
     """Topics, statuses and outcomes for templates, never retyped there."""
     return vocabulary
+
+
+def webhooks_time(moment: str | None) -> Markup | str:
+    """The one way these pages show a time (an API time, ISO 8601 with
+    ``Z``): ``2026-11-24 02:15:27 UTC``, in a ``<time>`` element."""
+    if not moment:
+        return ""
+    when = datetime.datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    shown = when.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return Markup('<time datetime="{}">{}</time>').format(escape(moment), shown)

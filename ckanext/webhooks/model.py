@@ -299,6 +299,10 @@ class WebhookAttempt(tk.BaseModel):
     latency_ms = Column(Integer, nullable=True)
     response = Column(UnicodeText, nullable=True)
     outcome = Column(UnicodeText, nullable=False)
+    # The request as sent and the answer's headers (delivery/exchange.py).
+    request_headers = Column(UnicodeText, nullable=True)
+    request_body = Column(UnicodeText, nullable=True)
+    response_headers = Column(UnicodeText, nullable=True)
 
     # Deleting a delivery cascades to its log entries along this index.
     __table_args__ = (Index("ix_webhook_attempt_delivery", "delivery_id"),)

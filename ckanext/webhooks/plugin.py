@@ -47,6 +47,7 @@ class WebhooksPlugin(p.SingletonPlugin):
     # IConfigurer
     def update_config(self, config: Any) -> None:
         tk.add_template_directory(config, "templates")
+        tk.add_resource("assets", "ckanext-webhooks")
 
     # IDomainObjectModification
     def notify(self, entity: Any, operation: str) -> None:

@@ -15,6 +15,7 @@ __all__ = [
     "matching_subscriptions",
     "plugin_topics",
     "subscribable_topics",
+    "unreachable_by_filter",
 ]
 
 # A topic is "kind/name" in lower case; custom names may have more levels.
@@ -66,3 +67,23 @@ def matching_subscriptions(topic: str) -> list[str]:
     """The subscription topics that receive an event of ``topic``."""
     kind = topic.split("/", 1)[0]
     return [topic, f"{kind}/*", "*"]
+
+
+def unreachable_by_filter(
+    topic: str, dataset: str | None, organization: str | None
+) -> str | None:
+    """Why a subscription to ``topic`` with these filters could never
+    receive anything, or None if it can.
+
+    Group events concern no dataset nor organization; organization events
+    concern no dataset (their organization is the organization itself).
+    """
+    kind = topic.split("/", 1)[0]
+    if kind == "group" and (dataset or organization):
+        return "Group events concern no dataset or organization: remove the filter"
+    if kind == "organization" and dataset:
+        return (
+            "Organization events concern no dataset: filter by organization "
+            "instead, or remove the dataset"
+        )
+    return None

@@ -12,9 +12,9 @@ from typing import Any, cast
 import ckan.plugins.toolkit as tk
 from ckan.config.middleware.flask_app import csrf
 from ckan.types import Context
-from flask import Blueprint, current_app, make_response
+from flask import Blueprint, current_app, make_response, session
 
-from ckanext.webhooks.vocabulary import PayloadFormat, PayloadKind
+from ckanext.webhooks.vocabulary import AttemptOutcome, PayloadFormat, PayloadKind
 
 __all__ = [
     "consent_callbacks",
@@ -36,7 +36,7 @@ csrf.exempt(consent_callbacks)
 signing_keys = Blueprint("webhooks_keys", __name__, url_prefix="/.well-known/webhooks")
 
 PAGE_SIZE = 50
-DELIVERY_LOG_SIZE = 50
+DELIVERY_LOG_SIZE = 25  # events a page of the delivery log shows
 FORM_FIELDS = (
     "topic",
     "address",
@@ -88,15 +88,24 @@ def index() -> Any:
     if not tk.current_user.is_authenticated:
         return tk.redirect_to("user.login", came_from=tk.url_for("webhooks.index"))
     page = tk.h.get_page_number(tk.request.args)
-    found = _call(
-        "webhook_list", {"limit": PAGE_SIZE + 1, "offset": (page - 1) * PAGE_SIZE}
-    )
+    search = {
+        "q": tk.request.args.get("q", "").strip()[:200],
+        "state": tk.request.args.get("state", ""),
+    }
+    query: dict[str, Any] = {"limit": PAGE_SIZE + 1, "offset": (page - 1) * PAGE_SIZE}
+    if search["q"]:
+        query["q"] = search["q"]
+    if search["state"] in ("active", "disabled"):
+        query["active"] = search["state"] == "active"
+    found = _call("webhook_list", query)
     return tk.render(
         "webhooks/index.html",
         {
             "webhooks": found[:PAGE_SIZE],
             "page": page,
             "has_next": len(found) > PAGE_SIZE,
+            "first": (page - 1) * PAGE_SIZE + 1,
+            "search": search,
             "can_create": tk.h.check_access("webhook_create"),
         },
     )
@@ -117,56 +126,56 @@ def _topic_options() -> list[dict[str, str]]:
     ]
 
 
-@webhooks.route("/new", methods=["GET", "POST"])
-def new() -> Any:
-    if not tk.h.check_access("webhook_create"):
-        tk.abort(403, tk._("You are not allowed to create webhooks on this site"))
-    data: dict[str, Any] = {"topic": "dataset/update"}
-    errors: dict[str, list[str]] = {}
-    error_summary: dict[str, str] = {}
-    if tk.request.method == "GET":
-        data["dataset"] = tk.request.args.get("dataset", "")
-        data["organization"] = tk.request.args.get("organization", "")
-    else:
-        data = {
-            field: tk.request.form.get(field, "").strip()
-            for field in FORM_FIELDS + LIST_FIELDS
-        }
-        # Empty optional filters mean "no filter", not "a dataset named ''".
-        submitted: dict[str, Any] = {key: value for key, value in data.items() if value}
-        for field in LIST_FIELDS:
-            if data[field]:
-                submitted[field] = [v.strip() for v in data[field].split(",")]
-        # A custom/<name> topic is typed rather than picked from the list.
-        data["custom_topic"] = tk.request.form.get("custom_topic", "").strip()
-        if data["custom_topic"]:
-            submitted["topic"] = data["custom_topic"]
-        try:
-            webhook_id = tk.get_action("webhook_create")(_context(), submitted)
-        except tk.ValidationError as error:
-            errors = cast("dict[str, list[str]]", error.error_dict)
-            error_summary = error.error_summary
-            # Header values are credentials: the form comes back with the
-            # names only, to be filled in again.
-            data["headers"] = _header_names_only(data["headers"])
-        except tk.NotAuthorized as error:
-            return tk.abort(403, str(error))
-        else:
-            if tk.current_user.is_authenticated:
-                tk.h.flash_success(tk._("Webhook created."))
-                return tk.redirect_to("webhooks.read", id=webhook_id)
-            # Anonymous webhooks belong to whoever holds the id: show it (and
-            # the secret) on this response and nowhere a stranger can look.
-            webhook = _call("webhook_show", {"id": webhook_id})
-            return _showing_secret(
-                tk.render("webhooks/created.html", {"webhook": webhook})
-            )
+def _posted_form(clearing: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(what the form shows again, what the action gets) from a posted form.
+
+    Empty optional fields mean "none": left out on create, sent empty on
+    edit (``clearing``), where an empty filter is cleared and an empty
+    address or topic refused.
+    """
+    data = {
+        field: tk.request.form.get(field, "").strip()
+        for field in FORM_FIELDS + LIST_FIELDS
+    }
+    submitted: dict[str, Any] = {
+        key: value for key, value in data.items() if value or clearing
+    }
+    for field in LIST_FIELDS:
+        if data[field]:
+            submitted[field] = [v.strip() for v in data[field].split(",")]
+    if not data["headers"]:
+        # Values are never shown, so an empty field keeps the headers an
+        # edit page could not show (webhook_update with {} removes them).
+        submitted.pop("headers", None)
+    # A custom/<name> topic is typed rather than picked from the list.
+    data["custom_topic"] = tk.request.form.get("custom_topic", "").strip()
+    if data["custom_topic"]:
+        submitted["topic"] = data["custom_topic"]
+    return data, submitted
+
+
+def _form_errors(
+    error: tk.ValidationError, data: dict[str, Any]
+) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """The errors by field, a typed topic's on the field it was typed in."""
+    errors = dict(cast("dict[str, list[str]]", error.error_dict))
+    if data.get("custom_topic") and "topic" in errors:
+        errors["custom_topic"] = errors.pop("topic")
+    # Header values are credentials: the form comes back with the names
+    # only, to be filled in again.
+    data["headers"] = _header_names_only(data.get("headers", ""))
+    return errors, error.error_summary
+
+
+def _render_form(
+    template: str, data: dict[str, Any], errors: dict, summary: dict, **extra: Any
+) -> Any:
     return tk.render(
-        "webhooks/new.html",
+        template,
         {
             "data": data,
             "errors": errors,
-            "error_summary": error_summary,
+            "error_summary": summary,
             "topics": _topic_options(),
             "payload_options": [
                 {"value": kind.value, "text": kind.value} for kind in PayloadKind
@@ -175,7 +184,126 @@ def new() -> Any:
                 {"value": wrapping.value, "text": wrapping.value}
                 for wrapping in PayloadFormat
             ],
+            **extra,
         },
+    )
+
+
+@webhooks.route("/new", methods=["GET", "POST"])
+def new() -> Any:
+    if not tk.h.check_access("webhook_create"):
+        tk.abort(403, tk._("You are not allowed to create webhooks on this site"))
+    errors: dict[str, list[str]] = {}
+    error_summary: dict[str, str] = {}
+    if tk.request.method == "GET":
+        dataset = tk.request.args.get("dataset", "")
+        data: dict[str, Any] = {
+            # From a dataset's page: every change of that dataset.
+            "topic": "*" if dataset else "dataset/update",
+            "dataset": dataset,
+            "organization": tk.request.args.get("organization", ""),
+        }
+    else:
+        data, submitted = _posted_form(clearing=False)
+        try:
+            webhook_id = tk.get_action("webhook_create")(_context(), submitted)
+        except tk.ValidationError as error:
+            errors, error_summary = _form_errors(error, data)
+        except tk.NotAuthorized as error:
+            return tk.abort(403, str(error))
+        else:
+            tk.h.flash_success(tk._("Webhook created."))
+            return _to_secret_shown_once(webhook_id, "created")
+    return _render_form(
+        "webhooks/new.html",
+        data,
+        errors,
+        error_summary,
+        form_action=tk.h.url_for("webhooks.new"),
+    )
+
+
+@webhooks.route("/<id>/edit", methods=["GET", "POST"])
+def edit(id: str) -> Any:
+    webhook = _call("webhook_show", {"id": id})
+    errors: dict[str, list[str]] = {}
+    error_summary: dict[str, str] = {}
+    if tk.request.method == "GET":
+        custom = webhook["topic"] not in {o["value"] for o in _topic_options()}
+        data: dict[str, Any] = {
+            "topic": "" if custom else webhook["topic"],
+            "custom_topic": webhook["topic"] if custom else "",
+            "address": webhook["address"],
+            "dataset": tk.h.webhooks_dataset_label(webhook["dataset"]),
+            "organization": tk.h.webhooks_organization_label(webhook["organization"]),
+            "rate_limit": webhook["rate_limit"] or "",
+            "group": ", ".join(tk.h.webhooks_group_labels(webhook["group"])),
+            **{
+                field: ", ".join(webhook[field] or ())
+                for field in LIST_FIELDS
+                if field != "group"
+            },
+            "payload": webhook["payload"],
+            "format": webhook["format"],
+            "headers": "",  # values are never shown: empty keeps them
+        }
+    else:
+        data, submitted = _posted_form(clearing=True)
+        try:
+            _call("webhook_update", {**submitted, "id": id})
+        except tk.ValidationError as error:
+            errors, error_summary = _form_errors(error, data)
+        else:
+            tk.h.flash_success(tk._("Webhook saved."))
+            if submitted["address"] != webhook["address"]:
+                tk.h.flash_notice(
+                    tk._(
+                        "The address changed: the new receiver's consent, "
+                        "where this site asks for it, starts afresh."
+                    )
+                )
+            return tk.redirect_to("webhooks.read", id=id)
+    return _render_form(
+        "webhooks/edit.html",
+        data,
+        errors,
+        error_summary,
+        webhook=webhook,
+        form_action=tk.h.url_for("webhooks.edit", id=id),
+    )
+
+
+# The session names the webhook whose secret the next GET of its secret page
+# may show, once: a reload, or anyone else, finds nothing there. Only the id
+# is kept in the session; the secret is read when the page is shown.
+SECRET_ONCE = "webhooks_secret_once"
+
+
+def _to_secret_shown_once(webhook_id: str, why: str) -> Any:
+    """Post, redirect, get: the secret is shown by a page that can be
+    reloaded without creating or rotating anything again."""
+    session[SECRET_ONCE] = {"id": webhook_id, "why": why}
+    return tk.redirect_to("webhooks.secret", id=webhook_id)
+
+
+@webhooks.route("/<id>/secret")
+def secret(id: str) -> Any:
+    webhook = _call("webhook_show", {"id": id})
+    once = session.get(SECRET_ONCE) or {}
+    if once.get("id") != webhook["id"]:
+        tk.h.flash_notice(
+            tk._(
+                "The signing secret is shown only once, right after it is "
+                "issued. Rotate the secret to get a new one."
+            )
+        )
+        return tk.redirect_to("webhooks.read", id=id)
+    session.pop(SECRET_ONCE, None)
+    return _showing_secret(
+        tk.render(
+            "webhooks/created.html",
+            {"webhook": webhook, "rotated": once.get("why") == "rotated"},
+        )
     )
 
 
@@ -198,9 +326,31 @@ def _showing_secret(page: str) -> Any:
 @webhooks.route("/<id>")
 def read(id: str) -> Any:
     webhook = _call("webhook_show", {"id": id})
-    deliveries = _call("webhook_delivery_list", {"id": id, "limit": DELIVERY_LOG_SIZE})
+    page = tk.h.get_page_number(tk.request.args)
+    outcome = tk.request.args.get("outcome") or None
+    query: dict[str, Any] = {
+        "id": id,
+        "by_event": True,
+        "limit": DELIVERY_LOG_SIZE + 1,
+        "offset": (page - 1) * DELIVERY_LOG_SIZE,
+    }
+    if outcome in {item.value for item in AttemptOutcome}:
+        query["outcome"] = outcome
+    else:
+        outcome = None
+    events = _call("webhook_delivery_list", query)
     return _showing_secret(
-        tk.render("webhooks/read.html", {"webhook": webhook, "deliveries": deliveries})
+        tk.render(
+            "webhooks/read.html",
+            {
+                "webhook": webhook,
+                "log_events": events[:DELIVERY_LOG_SIZE],
+                "log_page": page,
+                "log_has_next": len(events) > DELIVERY_LOG_SIZE,
+                "log_outcome": outcome,
+                "outcomes": list(AttemptOutcome),
+            },
+        )
     )
 
 
@@ -243,10 +393,7 @@ def test(id: str) -> Any:
 def redeliver(id: str) -> Any:
     attempt_id = tk.request.form.get("attempt", "")
     _call("webhook_show", {"id": id})
-    if attempt_id not in {
-        entry["id"] for entry in _call("webhook_delivery_list", {"id": id})
-    }:
-        return tk.abort(404, tk._("No such entry in this webhook's delivery log"))
+    # Named with this webhook: another webhook's entries are not found.
     if _call_or_flash("webhook_redeliver", {"id": attempt_id, "webhook_id": id}):
         tk.h.flash_success(
             tk._(
@@ -327,7 +474,7 @@ def rotate_secret(id: str) -> Any:
             "the old and the new secret, so your receiver can switch over."
         )
     )
-    return tk.redirect_to("webhooks.read", id=id)
+    return _to_secret_shown_once(id, "rotated")
 
 
 @webhooks.route("/<id>/delete", methods=["GET", "POST"])

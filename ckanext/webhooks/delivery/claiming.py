@@ -96,6 +96,8 @@ class Claim:
     filter: str | None = None
     coalesced: int = 1
     changes: list[str] | None = None
+    # The request's headers and body once rendered, for the delivery log.
+    sent: tuple[dict[str, str], bytes] | None = None
 
 
 def lease_for(deadline_seconds: float) -> datetime.timedelta:

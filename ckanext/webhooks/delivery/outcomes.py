@@ -16,8 +16,9 @@ from typing import Any
 import ckan.model as model
 from sqlalchemy import text
 
+from ckanext.webhooks import config as cfg
 from ckanext.webhooks import metrics
-from ckanext.webhooks.delivery import health
+from ckanext.webhooks.delivery import exchange, health
 from ckanext.webhooks.delivery.claiming import Claim
 from ckanext.webhooks.http import Outcome
 from ckanext.webhooks.model import utcnow
@@ -31,17 +32,22 @@ _INSERT_ATTEMPTS = text(
     """
     INSERT INTO webhook_attempt
         (delivery_id, webhook_id, event_id, topic, attempt, created,
-         status_code, error, latency_ms, response, outcome)
+         status_code, error, latency_ms, response, outcome,
+         request_headers, request_body, response_headers)
     SELECT u.delivery_id, u.webhook_id, u.event_id, u.topic, u.attempt, :now,
-           u.status_code, u.error, u.latency_ms, u.response, u.outcome
+           u.status_code, u.error, u.latency_ms, u.response, u.outcome,
+           u.request_headers, u.request_body, u.response_headers
     FROM unnest(
         CAST(:delivery_id AS bigint[]), CAST(:webhook_id AS text[]),
         CAST(:event_id AS text[]), CAST(:topic AS text[]),
         CAST(:attempt AS integer[]), CAST(:status_code AS integer[]),
         CAST(:error AS text[]), CAST(:latency_ms AS integer[]),
-        CAST(:response AS text[]), CAST(:outcome AS text[])
+        CAST(:response AS text[]), CAST(:outcome AS text[]),
+        CAST(:request_headers AS text[]), CAST(:request_body AS text[]),
+        CAST(:response_headers AS text[])
     ) AS u(delivery_id, webhook_id, event_id, topic, attempt, status_code,
-           error, latency_ms, response, outcome)
+           error, latency_ms, response, outcome, request_headers, request_body,
+           response_headers)
     """
 )
 
@@ -113,11 +119,12 @@ def record(
 ) -> list[Verdict]:
     """Write the attempts, move each delivery on, update webhook health."""
     now = utcnow()
+    caps = (cfg.max_logged_request_bytes(), cfg.max_response_bytes())
     attempts, updates, verdicts = [], [], []
     for claim, outcome in results:
         verdict = judge(claim, outcome, schedule, now)
         verdicts.append(verdict)
-        attempts.append(_attempt_row(claim, outcome, verdict))
+        attempts.append(_attempt_row(claim, outcome, verdict, caps))
         updates.append(
             _delivery_row(claim, verdict.status, verdict.next_attempt_at, outcome)
         )
@@ -142,7 +149,9 @@ def record(
     return verdicts
 
 
-def _attempt_row(claim: Claim, outcome: Outcome, verdict: Verdict) -> dict[str, Any]:
+def _attempt_row(
+    claim: Claim, outcome: Outcome, verdict: Verdict, caps: tuple[int, int]
+) -> dict[str, Any]:
     return {
         "delivery_id": claim.delivery_id,
         "webhook_id": claim.webhook.id,
@@ -154,7 +163,25 @@ def _attempt_row(claim: Claim, outcome: Outcome, verdict: Verdict) -> dict[str, 
         "latency_ms": outcome.latency_ms,
         "response": _stored_response(outcome),
         "outcome": verdict.outcome.value,
+        **_exchange_columns(claim, outcome, caps),
     }
+
+
+def _exchange_columns(
+    claim: Claim, outcome: Outcome, caps: tuple[int, int]
+) -> dict[str, str | None]:
+    """The request as sent and the answer's headers, as the log keeps them."""
+    request_cap, response_cap = caps
+    columns = {
+        "request_headers": None,
+        "request_body": None,
+        "response_headers": exchange.logged_response_headers(outcome, response_cap),
+    }
+    if claim.sent:
+        headers, body = claim.sent
+        columns["request_headers"] = exchange.logged_request_headers(headers)
+        columns["request_body"] = exchange.logged_request_body(body, request_cap)
+    return columns
 
 
 def _delivery_row(

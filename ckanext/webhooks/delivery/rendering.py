@@ -140,6 +140,7 @@ class Renderer:
                 )
             else:
                 body, headers = self._spliced(claim, entity, extras, templates)
+            claim.sent = (headers, body)
             ready.append(Prepared(claim, body, headers))
         self._templates = templates
         if isinstance(views, ReaderClassViews):

@@ -22,8 +22,8 @@ from ckanext.webhooks import config as cfg
 from ckanext.webhooks import control, delivery, events, feed, leases, status, topics
 from ckanext.webhooks.delivery import consent, outbox
 from ckanext.webhooks.http import receiver_host
-from ckanext.webhooks.logic import auth, limits, schema
-from ckanext.webhooks.logic.dictization import attempt_dictize, webhook_dictize
+from ckanext.webhooks.logic import auth, delivery_log, limits, schema
+from ckanext.webhooks.logic.dictization import webhook_dictize
 from ckanext.webhooks.logic.validators import shape_problems
 from ckanext.webhooks.model import (
     Webhook,
@@ -135,6 +135,7 @@ def webhook_create(context: Context, data_dict: DataDict) -> str:
     """
     tk.check_access("webhook_create", context, data_dict)
     data = _validated(context, data_dict, schema.webhook_create_schema)
+    _check_reachable(data["topic"], data.get("dataset"), data.get("organization"))
     user = auth.caller(context)
     now = utcnow()
     _check_filters_can_fire(data["topic"], data)
@@ -187,6 +188,11 @@ def webhook_update(context: Context, data_dict: DataDict) -> dict[str, Any]:
     data = _validated(context, data_dict, schema.webhook_update_schema)
     webhook = _webhook(context, data["id"])
     # Every check before any change: a refused update leaves nothing behind.
+    _check_reachable(
+        data.get("topic", webhook.topic),
+        data.get("dataset", webhook.package_id),
+        data.get("organization", webhook.organization_id),
+    )
     moving = "address" in data and data["address"] != webhook.address
     if moving and webhook.owner_id is None:
         limits.check_webhook_limits(
@@ -255,6 +261,13 @@ def _check_filters_can_fire(topic: str, data: dict[str, Any]) -> None:
         raise tk.ValidationError(errors)
 
 
+def _check_reachable(topic: str, dataset: str | None, organization: str | None) -> None:
+    """Refuse a subscription that could never receive anything."""
+    reason = topics.unreachable_by_filter(topic, dataset, organization)
+    if reason:
+        raise tk.ValidationError({"topic": [tk._(reason)]})
+
+
 def _check_not_gone(context: Context, webhook: Webhook, field: str) -> None:
     if not (context.get("ignore_auth") or auth.may_undo_gone(context, webhook)):
         raise tk.ValidationError(
@@ -304,17 +317,31 @@ def webhook_delete(context: Context, data_dict: DataDict) -> None:
 def webhook_list(context: Context, data_dict: DataDict) -> list[dict[str, Any]]:
     """The caller's webhooks, newest first (a sysadmin sees everyone's).
 
+    :param q: only those whose address contains this text (any case)
+    :param active: only the enabled (true) or disabled (false) ones
+
     No secrets: ``webhook_show`` gives one webhook's secret.
     """
     tk.check_access("webhook_list", context, data_dict)
-    data = _validated(context, data_dict, schema.webhook_list_schema)
+    data = _validated(context, data_dict, schema.webhook_list_search_schema)
     query = model.Session.query(Webhook)
     if not (auth.is_sysadmin(context) or context.get("ignore_auth")):
         user = auth.caller(context)
         query = query.filter(Webhook.owner_id == (user.id if user else None))
+    if data.get("q"):
+        query = query.filter(Webhook.address.ilike(_containing(data["q"]), escape="\\"))
+    if "active" in data:
+        query = query.filter(Webhook.active == data["active"])
     query = query.order_by(Webhook.created.desc(), Webhook.id)
     query = query.offset(data.get("offset", 0)).limit(data.get("limit", 100))
     return [webhook_dictize(w) for w in query]
+
+
+def _containing(text: str) -> str:
+    """A LIKE pattern for ``text`` anywhere, its own ``%`` and ``_`` literal."""
+    for special in ("\\", "%", "_"):
+        text = text.replace(special, "\\" + special)
+    return f"%{text}%"
 
 
 @tk.side_effect_free
@@ -332,18 +359,29 @@ def webhook_delivery_list(
 
     :param limit: at most this many entries (default 100)
     :param offset: skip this many
+    :param outcome: only attempts with this outcome (``success``,
+        ``retry scheduled``, ``given up``, ``gone``, ``failed``); grouped by
+        event, only events whose latest attempt had it
+    :param by_event: if true, one entry per event, the one attempted last
+        first, each with its ``attempts``; ``limit`` and ``offset`` count
+        events
+
+    Each attempt carries ``outcome_text`` (in plain words),
+    ``next_attempt_at`` (when a scheduled retry is due), ``request`` (the
+    ``headers`` and ``body`` as sent; the signature and headers the site did
+    not write itself are withheld, the body capped by
+    ``ckanext.webhooks.max_logged_request_bytes``) and ``response_headers``
+    (capped like ``response``).
     """
     tk.check_access("webhook_delivery_list", context, data_dict)
     data = _validated(context, data_dict, schema.webhook_delivery_list_schema)
     webhook = _webhook(context, data["id"])
-    query = (
-        model.Session.query(WebhookAttempt)
-        .filter(WebhookAttempt.webhook_id == webhook.id)
-        .order_by(WebhookAttempt.id.desc())
-        .offset(data.get("offset", 0))
-        .limit(data.get("limit", 100))
+    page = (
+        delivery_log.event_page if data.get("by_event") else delivery_log.attempt_page
     )
-    return [attempt_dictize(a) for a in query]
+    return page(
+        webhook.id, data.get("outcome"), data.get("offset", 0), data.get("limit", 100)
+    )
 
 
 def _deliveries_named_by(target: str) -> list[WebhookDelivery]:

@@ -263,7 +263,10 @@ def webhook_event_publish(context: Context, data_dict: DataDict) -> AuthResult:
         return {"success": True}
     return {
         "success": False,
-        "msg": tk._("Only sysadmins and ckanext.webhooks.publishers may publish"),
+        "msg": tk._(
+            "Only sysadmins and the users this site names as publishers may "
+            "publish custom events"
+        ),
     }
 
 

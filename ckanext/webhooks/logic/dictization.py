@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from ckanext.webhooks import leases
-from ckanext.webhooks.delivery import consent
-from ckanext.webhooks.model import Webhook, WebhookAttempt
-from ckanext.webhooks.vocabulary import isoformat
+from ckanext.webhooks.delivery import consent, exchange
+from ckanext.webhooks.model import Webhook, WebhookAttempt, WebhookDelivery
+from ckanext.webhooks.vocabulary import AttemptOutcome, DeliveryStatus, isoformat
 
 __all__ = ["attempt_dictize", "webhook_dictize"]
 
@@ -55,7 +55,16 @@ def webhook_dictize(webhook: Webhook, *, with_secret: bool = False) -> dict[str,
     return data
 
 
-def attempt_dictize(attempt: WebhookAttempt) -> dict[str, Any]:
+def attempt_dictize(
+    attempt: WebhookAttempt, delivery: WebhookDelivery | None = None
+) -> dict[str, Any]:
+    """A log entry; ``delivery`` (its own) tells when a retry is due."""
+    retry_due = (
+        delivery is not None
+        and attempt.outcome == AttemptOutcome.RETRY.value
+        and delivery.status == DeliveryStatus.PENDING.value
+        and delivery.attempts == attempt.attempt
+    )
     return {
         "id": str(attempt.id),
         "delivery_id": str(attempt.delivery_id),
@@ -69,4 +78,13 @@ def attempt_dictize(attempt: WebhookAttempt) -> dict[str, Any]:
         "latency_ms": attempt.latency_ms,
         "response": attempt.response,
         "outcome": attempt.outcome,
+        "outcome_text": exchange.describe_outcome(
+            attempt.outcome, attempt.status_code, attempt.error, attempt.attempt
+        ),
+        "next_attempt_at": isoformat(delivery.next_attempt_at) if retry_due else None,
+        "request": {
+            "headers": exchange.parsed_headers(attempt.request_headers),
+            "body": attempt.request_body,
+        },
+        "response_headers": exchange.parsed_headers(attempt.response_headers),
     }

@@ -17,6 +17,7 @@ __all__ = [
     "webhook_event_publish_schema",
     "webhook_id_schema",
     "webhook_list_schema",
+    "webhook_list_search_schema",
     "webhook_no_parameters_schema",
     "webhook_recover_schema",
     "webhook_redeliver_schema",
@@ -175,8 +176,33 @@ def webhook_redeliver_schema(
     }
 
 
-def webhook_delivery_list_schema() -> Schema:
-    return {**webhook_list_schema(), **webhook_id_schema()}
+@validator_args
+def webhook_delivery_list_schema(
+    ignore_missing: Validator,
+    webhook_string: Validator,
+    webhook_boolean: Validator,
+    webhook_attempt_outcome: Validator,
+) -> Schema:
+    return {
+        **webhook_list_schema(),
+        **webhook_id_schema(),
+        "outcome": [ignore_missing, webhook_string, webhook_attempt_outcome],
+        "by_event": [ignore_missing, webhook_boolean],
+    }
+
+
+@validator_args
+def webhook_list_search_schema(
+    ignore_missing: Validator,
+    webhook_string: Validator,
+    webhook_boolean: Validator,
+) -> Schema:
+    """``webhook_list``'s: paging, a text in the address, and the state."""
+    return {
+        **webhook_list_schema(),
+        "q": [ignore_missing, webhook_string],
+        "active": [ignore_missing, webhook_boolean],
+    }
 
 
 @validator_args

@@ -13,10 +13,16 @@ from ckan.lib.navl.dictization_functions import StopOnError
 from ckanext.webhooks import config as cfg
 from ckanext.webhooks import topics
 from ckanext.webhooks.http import AddressRejected, check_url
-from ckanext.webhooks.vocabulary import CUSTOM_PREFIX, PayloadFormat, PayloadKind
+from ckanext.webhooks.vocabulary import (
+    CUSTOM_PREFIX,
+    AttemptOutcome,
+    PayloadFormat,
+    PayloadKind,
+)
 
 __all__ = [
     "webhook_address",
+    "webhook_attempt_outcome",
     "webhook_boolean",
     "webhook_dataset",
     "webhook_empty_to_none",
@@ -82,6 +88,17 @@ def webhook_topic(value: str) -> str:
         raise tk.Invalid(
             tk._("Unknown topic '{topic}'. Allowed topics: {allowed}").format(
                 topic=value[:MAX_STRING_LENGTH], allowed=", ".join(allowed)
+            )
+        )
+    return value
+
+
+def webhook_attempt_outcome(value: str) -> str:
+    allowed = [outcome.value for outcome in AttemptOutcome]
+    if value not in allowed:
+        raise tk.Invalid(
+            tk._("Unknown outcome. Allowed outcomes: {allowed}").format(
+                allowed=", ".join(allowed)
             )
         )
     return value
