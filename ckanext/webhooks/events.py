@@ -26,10 +26,9 @@ import ckan.plugins as p
 from ckan.model.domain_object import DomainObjectOperation
 from sqlalchemy import event as sa_event
 from sqlalchemy import inspect, text
-from sqlalchemy.sql.elements import TextClause
 
-from ckanext.webhooks import topics
-from ckanext.webhooks.dataset_state import DATA_FIELDS, observe_sql
+from ckanext.webhooks import dataset_state, topics
+from ckanext.webhooks.dataset_state import DATA_FIELDS
 from ckanext.webhooks.matching import matching_webhooks_sql
 from ckanext.webhooks.model import make_event_id, utcnow
 from ckanext.webhooks.vocabulary import DATA_CHANGED, DELIVERY_CHANNEL
@@ -63,48 +62,38 @@ _TRACKED = {
 # commit, once per transaction however many events ask, and drops it on
 # rollback). Every event is kept, for the feed and for recovery (feed.py);
 # one that no webhook wants now is born expanded, and wakes nobody. Dataset
-# and resource events first save the dataset's state (dataset_state.py), for
-# the filters and the ``changes`` list.
-def _insert_statement(*, dataset: bool) -> TextClause:
-    none = "CAST(NULL AS jsonb)"
-    before, after = (
-        ("COALESCE(f.before, f.after)", "f.after") if dataset else (none, none)
-    )
-    return text(
-        f"""
+# and resource events carry the dataset's facets before and after the
+# transaction (dataset_state.py), for the filters, and ``changes``.
+_BEFORE, _AFTER = "CAST(:before AS jsonb)", "CAST(:after AS jsonb)"
+_INSERT_EVENT = text(
+    f"""
     SAVEPOINT ckanext_webhooks_event;
-    WITH {observe_sql() + "," if dataset else ""} inserted AS (
+    WITH inserted AS (
         INSERT INTO webhook_event
             (id, topic, entity_type, entity_id, package_id, organization_id,
              previous_package_id, previous_organization_id, private, snapshot,
              before, after, changes, created, expanded)
         SELECT :id, :topic, :entity_type, :entity_id, :package_id,
                :organization_id, :previous_package_id, :previous_organization_id,
-               :private, :snapshot,
-               {before}, {after}, {"f.changes" if dataset else "NULL"},
-               :created, NOT EXISTS ({
-            matching_webhooks_sql(
-                topics="CAST(:subscriptions AS text[])",
-                package_id=":package_id",
-                previous_package_id=":previous_package_id",
-                organization_id=":organization_id",
-                previous_organization_id=":previous_organization_id",
-                before=before,
-                after=after,
-            )
-        })
-        {"FROM facets f" if dataset else ""}
-        RETURNING expanded, changes
+               :private, :snapshot, {_BEFORE}, {_AFTER},
+               CAST(:changes AS text[]), :created, NOT EXISTS ({
+        matching_webhooks_sql(
+            topics="CAST(:subscriptions AS text[])",
+            package_id=":package_id",
+            previous_package_id=":previous_package_id",
+            organization_id=":organization_id",
+            previous_organization_id=":previous_organization_id",
+            before=_BEFORE,
+            after=_AFTER,
+        )
+    })
+        RETURNING expanded
     ), notified AS (
         SELECT pg_notify('{DELIVERY_CHANNEL}', '') FROM inserted WHERE NOT expanded
     )
-    SELECT NOT expanded, changes, (SELECT count(*) FROM notified) FROM inserted
+    SELECT NOT expanded, (SELECT count(*) FROM notified) FROM inserted
     """
-    )
-
-
-_INSERT_EVENT = _insert_statement(dataset=False)
-_INSERT_DATASET_EVENT = _insert_statement(dataset=True)
+)
 
 
 # Delivered by PostgreSQL at commit (and dropped on rollback): wakes a
@@ -148,6 +137,7 @@ def wake_workers_after_commit() -> None:
 def _forget(session: Any) -> None:
     for key in (_PRIOR, _SEEN, _WAKE):
         session.info.pop(key, None)
+    dataset_state.forget(session)
 
 
 def _after_commit(session: Any) -> None:
@@ -245,11 +235,8 @@ def _first_time(session: Any, topic: str, entity_id: str, kind: str) -> bool:
     return True
 
 
-def _insert(
-    session: Any, statement: TextClause = _INSERT_EVENT, **event: Any
-) -> tuple[str, bool, list[str] | None]:
-    """Write the event; return its id, whether some webhook wants it, and
-    the fields that changed (dataset and resource events)."""
+def _insert(session: Any, **event: Any) -> tuple[str, bool]:
+    """Write the event; return its id, and whether some webhook wants it."""
     event.setdefault("previous_package_id", None)
     event.setdefault("previous_organization_id", None)
     event_id = make_event_id()
@@ -260,8 +247,11 @@ def _insert(
     # session's commit hooks (CKAN's notify among them) for the savepoint.
     try:
         row = session.execute(
-            statement,
+            _INSERT_EVENT,
             {
+                "before": None,
+                "after": None,
+                "changes": None,
                 "id": event_id,
                 "created": utcnow(),
                 "subscriptions": topics.matching_subscriptions(event["topic"]),
@@ -275,7 +265,7 @@ def _insert(
     wanted = bool(row and row[0])
     if wanted:
         session.info[_WAKE] = True
-    return event_id, wanted, row[1] if row else None
+    return event_id, wanted
 
 
 def record_change(entity: Any, operation: str) -> None:
@@ -303,6 +293,12 @@ def record_change(entity: Any, operation: str) -> None:
         if isinstance(entity, model.Resource)
         else None
     )
+    resource_id = entity.id if entity_type == "resource" else None
+    before, current = dataset_state.observe(session, pkg.id)
+    changed = dataset_state.changes(before, current, resource_id)
+    after = dataset_state.facets(current, resource_id)
+    # Unknown before (a dataset first seen): as it is now.
+    earlier = dataset_state.facets(before, resource_id) or after
     event = {
         "entity_type": entity_type,
         "entity_id": entity.id,
@@ -312,15 +308,17 @@ def record_change(entity: Any, operation: str) -> None:
         "previous_organization_id": previous_org,
         "private": private,
         "snapshot": json.dumps(_snapshot(entity, pkg)),
-        "resource_id": entity.id if entity_type == "resource" else None,
+        "before": json.dumps(earlier) if earlier is not None else None,
+        "after": json.dumps(after) if after is not None else None,
+        "changes": changed,
     }
-    _, _, changes = _insert(session, _INSERT_DATASET_EVENT, topic=topic, **event)
+    _insert(session, topic=topic, **event)
     if (
         topic == "resource/update"
-        and DATA_FIELDS.intersection(changes or ())
+        and DATA_FIELDS.intersection(changed or ())
         and _first_time(session, DATA_CHANGED, entity.id, entity_type)
     ):
-        _insert(session, _INSERT_DATASET_EVENT, topic=DATA_CHANGED, **event)
+        _insert(session, topic=DATA_CHANGED, **event)
 
 
 def _record_group_changes(session: Any) -> None:
@@ -395,7 +393,7 @@ def publish(
         raise ValueError(f"{topic!r} cannot be published as a custom event")
     session = model.Session()
     pkg = model.Package.get(dataset) if dataset else None
-    event_id, wanted, _ = _insert(
+    return _insert(
         session,
         topic=topic,
         entity_type="custom",
@@ -405,4 +403,3 @@ def publish(
         private=bool(pkg and pkg.private),
         snapshot=json.dumps(data, separators=(",", ":")),
     )
-    return event_id, wanted
