@@ -157,7 +157,7 @@ def test_each_listed_topic_is_delivered_through_ckanapi(live_site, receiver):
 
 
 def test_a_site_wide_webhook_of_several_topics_is_found_by_its_index(receiver):
-    for n in range(30):
+    for n in range(15):  # anonymous ones: at most 20 per receiver
         helpers.call_action(
             "webhook_create", topic=f"custom/other{n}", address=receiver.url
         )
