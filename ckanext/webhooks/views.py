@@ -136,7 +136,8 @@ def _topic_groups() -> list[dict[str, Any]]:
         "group": tk._("Groups"),
     }
     groups: dict[str, dict[str, Any]] = {}
-    for n, option in enumerate(_topic_options()):
+    everything_first = sorted(_topic_options(), key=lambda o: o["value"] != "*")
+    for n, option in enumerate(everything_first):
         kind = option["value"].split("/", 1)[0]
         label = kinds.get(kind, tk._("Custom and plugin topics"))
         slug = option["value"].replace("/", "-").replace("*", "all")
