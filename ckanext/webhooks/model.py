@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import base64
 import datetime
-from typing import Any
 import json
 import secrets
+from typing import Any
 
 import ckan.plugins.toolkit as tk
 from sqlalchemy import (
