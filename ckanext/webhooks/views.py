@@ -170,6 +170,9 @@ def _posted_form(clearing: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     for field in LIST_FIELDS:
         if data[field]:
             submitted[field] = [v.strip() for v in data[field].split(",")]
+    for field in ("payload", "format"):  # never cleared: left out, kept
+        if not data[field]:
+            submitted.pop(field, None)
     if not data["headers"]:
         # Values are never shown, so an empty field keeps the headers an
         # edit page could not show (webhook_update with {} removes them).
