@@ -270,10 +270,11 @@ def insert_webhooks(rows: list[dict[str, Any]]) -> list[str]:
     ]
     model.Session.execute(
         text(
-            "INSERT INTO webhook (id, topic, address, receiver_host, owner_id, "
+            "INSERT INTO webhook (id, topic, topics, address, receiver_host, owner_id, "
             "created, secret, package_id, organization_id, filter_tags, "
             "filter_groups, active, failure_count) "
-            "VALUES (:id, :topic, :address, :receiver_host, :owner_id, :created, "
+            "VALUES (:id, :topic, ARRAY[CAST(:topic AS text)], :address, "
+            ":receiver_host, :owner_id, :created, "
             ":secret, :package_id, :organization_id, :filter_tags, "
             ":filter_groups, true, 0)"
         ),

@@ -223,7 +223,10 @@ class TestAccessibleForm:
     def test_from_a_dataset_page_every_change_of_it_is_proposed(self, browser):
         factories.Dataset(name="river-levels")
         body = browser.get("/webhooks/new?dataset=river-levels").body
-        assert '<option value="*" selected>' in body
+        every = body.split('value="*" id="field-topic"')[1].split(">")[0]
+        assert " checked" in every  # the * checkbox
+        update = body.split('value="dataset/update"')[1].split(">")[0]
+        assert " checked" not in update
 
 
 @pytest.mark.ckan_config("ckan.plugins", "webhooks")

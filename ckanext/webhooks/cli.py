@@ -47,10 +47,11 @@ def webhooks() -> None:
 @click.option("--limit", default=100, show_default=True)
 @click.option("--offset", default=0)
 def list_(limit: int, offset: int) -> None:
-    """List every webhook (id, topic, active, address host)."""
+    """List every webhook (id, topics, active, address host)."""
     for hook in _call("webhook_list", {"limit": limit, "offset": offset}):
         state = "active" if hook["active"] else "disabled"
-        click.echo(f"{hook['id']}  {hook['topic']:<16} {state:<8} {hook['address']}")
+        subscribed = ",".join(hook["topics"])
+        click.echo(f"{hook['id']}  {subscribed:<16} {state:<8} {hook['address']}")
 
 
 @webhooks.command()
@@ -63,6 +64,9 @@ def show(webhook_id: str) -> None:
 @webhooks.command()
 @click.argument("topic")
 @click.argument("address")
+@click.option(
+    "--topic", "more_topics", multiple=True, help="another topic (repeat: several)"
+)
 @click.option("--dataset", help="only events of this dataset (id or name)")
 @click.option("--organization", help="only events of this organization")
 @click.option(
@@ -93,10 +97,14 @@ def create(
     payload: str | None,
     wrapping: str | None,
     headers: tuple[str, ...],
+    more_topics: tuple[str, ...],
     **filters: tuple[str, ...],
 ) -> None:
     """Create a webhook and print its id."""
-    data: dict[str, Any] = {"topic": topic, "address": address}
+    data: dict[str, Any] = {
+        "topic": [topic, *more_topics] if more_topics else topic,
+        "address": address,
+    }
     if dataset:
         data["dataset"] = dataset
     if organization:

@@ -1,6 +1,7 @@
 """Which webhooks want an event: one SQL query, shared by capture and delivery.
 
-A webhook follows one dataset, one organization, or the whole site. Each kind
+A webhook follows one dataset, one organization, or the whole site, for one
+or more topics (``topics``, matched by array overlap). Each kind
 is one branch of a UNION ALL with a partial index of its own, so matching is
 an index lookup whatever the number of webhooks (``bench/write_path.py``
 prints the plan). A dataset (or resource) that moved is matched by its
@@ -24,7 +25,7 @@ _MATCHING = """
     SELECT w.id, {label} AS filter FROM webhook w
     WHERE w.active AND w.package_id IS NOT NULL
       AND w.package_id IN ({package_id}, {previous_package_id})
-      AND w.topic = ANY({topics})
+      AND w.topics && {topics}
       AND (w.organization_id IS NULL
            OR w.organization_id IN ({organization_id}, {previous_organization_id}))
       AND {filtered}
@@ -32,12 +33,12 @@ _MATCHING = """
     SELECT w.id, {label} FROM webhook w
     WHERE w.active AND w.package_id IS NULL AND w.organization_id IS NOT NULL
       AND w.organization_id IN ({organization_id}, {previous_organization_id})
-      AND w.topic = ANY({topics})
+      AND w.topics && {topics}
       AND {filtered}
     UNION ALL
     SELECT w.id, {label} FROM webhook w
     WHERE w.active AND w.package_id IS NULL AND w.organization_id IS NULL
-      AND w.topic = ANY({topics})
+      AND w.topics && {topics}
       AND {filtered}
 """
 

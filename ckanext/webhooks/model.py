@@ -12,6 +12,7 @@ import base64
 import datetime
 import json
 import secrets
+from typing import Any
 
 import ckan.plugins.toolkit as tk
 from sqlalchemy import (
@@ -75,11 +76,18 @@ def make_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+def _first_topic(context: Any) -> list[str]:
+    """``topics`` when only ``topic`` is given: that one."""
+    return [context.get_current_parameters()["topic"]]
+
+
 class Webhook(tk.BaseModel):
     __tablename__ = "webhook"
 
     id = Column(UnicodeText, primary_key=True, default=make_webhook_id)
+    # The first of ``topics``, the topics it subscribes to (matching.py).
     topic = Column(UnicodeText, nullable=False)
+    topics = Column(ARRAY(UnicodeText), nullable=False, default=_first_topic)
     address = Column(UnicodeText, nullable=False)
     # The address's host, normalised (http.receiver_host): what limits count.
     receiver_host = Column(UnicodeText, nullable=False)
@@ -169,20 +177,19 @@ class Webhook(tk.BaseModel):
         Index(
             "ix_webhook_follows_dataset",
             "package_id",
-            "topic",
             postgresql_where=text("active AND package_id IS NOT NULL"),
         ),
         Index(
             "ix_webhook_follows_organization",
             "organization_id",
-            "topic",
             postgresql_where=text(
                 "active AND package_id IS NULL AND organization_id IS NOT NULL"
             ),
         ),
         Index(
             "ix_webhook_follows_site",
-            "topic",
+            "topics",
+            postgresql_using="gin",
             postgresql_where=text(
                 "active AND package_id IS NULL AND organization_id IS NULL"
             ),

@@ -106,7 +106,7 @@ def _body(user: model.User, webhooks: list[Webhook]) -> str:
     for webhook in webhooks:
         lines += [
             "",
-            f"- {webhook.topic} -> {webhook.address}",
+            f"- {', '.join(webhook.topics)} -> {webhook.address}",
             "  " + tk._("Why: {reason}").format(reason=webhook.disabled_reason),
             "  "
             + tk._("Since: {moment} UTC").format(

@@ -58,14 +58,14 @@ _BACKLOG = f"""
        FROM webhook_control WHERE name = :paused) AS paused,
       (SELECT coalesce(json_agg(f ORDER BY f.failure_count DESC, f.id), '[]')
        FROM (
-          SELECT id, topic, receiver_host AS host, failure_count,
+          SELECT id, topic, topics, receiver_host AS host, failure_count,
                  last_delivery_status, last_delivery_at
           FROM webhook WHERE {_FAILING}
           ORDER BY failure_count DESC, id LIMIT :list_size) f) AS failing,
       (SELECT coalesce(json_agg(d ORDER BY d.disabled_at DESC NULLS LAST, d.id),
                        '[]')
        FROM (
-          SELECT id, topic, receiver_host AS host, disabled_reason,
+          SELECT id, topic, topics, receiver_host AS host, disabled_reason,
                  disabled_at, failure_count
           FROM webhook WHERE NOT active
           ORDER BY disabled_at DESC NULLS LAST, id LIMIT :list_size) d)

@@ -126,6 +126,33 @@ def _topic_options() -> list[dict[str, str]]:
     ]
 
 
+def _topic_groups() -> list[dict[str, Any]]:
+    """The topic options as the form's checkboxes, grouped by kind."""
+    kinds = {
+        "*": tk._("Everything"),
+        "dataset": tk._("Datasets"),
+        "resource": tk._("Resources"),
+        "organization": tk._("Organizations"),
+        "group": tk._("Groups"),
+    }
+    groups: dict[str, dict[str, Any]] = {}
+    everything_first = sorted(_topic_options(), key=lambda o: o["value"] != "*")
+    for n, option in enumerate(everything_first):
+        kind = option["value"].split("/", 1)[0]
+        label = kinds.get(kind, tk._("Custom and plugin topics"))
+        slug = option["value"].replace("/", "-").replace("*", "all")
+        # The first box (*) is the one the error summary links to.
+        option_id = f"field-topic-{slug}" if n else "field-topic"
+        group = groups.setdefault(label, {"label": label, "options": []})
+        group["options"].append({**option, "id": option_id})
+    return list(groups.values())
+
+
+def _custom_topics(text: str) -> list[str]:
+    """Typed topics, separated by commas."""
+    return [topic.strip() for topic in text.split(",") if topic.strip()]
+
+
 def _posted_form(clearing: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     """(what the form shows again, what the action gets) from a posted form.
 
@@ -143,14 +170,20 @@ def _posted_form(clearing: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     for field in LIST_FIELDS:
         if data[field]:
             submitted[field] = [v.strip() for v in data[field].split(",")]
+    for field in ("payload", "format"):  # never cleared: left out, kept
+        if not data[field]:
+            submitted.pop(field, None)
     if not data["headers"]:
         # Values are never shown, so an empty field keeps the headers an
         # edit page could not show (webhook_update with {} removes them).
         submitted.pop("headers", None)
-    # A custom/<name> topic is typed rather than picked from the list.
+    # Checked boxes, after any custom/<name> topics typed rather than picked.
+    data["topic"] = [t for t in tk.request.form.getlist("topic") if t.strip()]
     data["custom_topic"] = tk.request.form.get("custom_topic", "").strip()
-    if data["custom_topic"]:
-        submitted["topic"] = data["custom_topic"]
+    chosen = [*_custom_topics(data["custom_topic"]), *data["topic"]]
+    submitted.pop("topic", None)
+    if chosen or clearing:
+        submitted["topic"] = chosen
     return data, submitted
 
 
@@ -159,7 +192,8 @@ def _form_errors(
 ) -> tuple[dict[str, list[str]], dict[str, str]]:
     """The errors by field, a typed topic's on the field it was typed in."""
     errors = dict(cast("dict[str, list[str]]", error.error_dict))
-    if data.get("custom_topic") and "topic" in errors:
+    typed = _custom_topics(data.get("custom_topic", ""))
+    if any(t in str(errors.get("topic", "")) for t in typed):
         errors["custom_topic"] = errors.pop("topic")
     # Header values are credentials: the form comes back with the names
     # only, to be filled in again.
@@ -176,7 +210,7 @@ def _render_form(
             "data": data,
             "errors": errors,
             "error_summary": summary,
-            "topics": _topic_options(),
+            "topic_groups": _topic_groups(),
             "payload_options": [
                 {"value": kind.value, "text": kind.value} for kind in PayloadKind
             ],
@@ -199,7 +233,7 @@ def new() -> Any:
         dataset = tk.request.args.get("dataset", "")
         data: dict[str, Any] = {
             # From a dataset's page: every change of that dataset.
-            "topic": "*" if dataset else "dataset/update",
+            "topic": ["*"] if dataset else ["dataset/update"],
             "dataset": dataset,
             "organization": tk.request.args.get("organization", ""),
         }
@@ -229,10 +263,10 @@ def edit(id: str) -> Any:
     errors: dict[str, list[str]] = {}
     error_summary: dict[str, str] = {}
     if tk.request.method == "GET":
-        custom = webhook["topic"] not in {o["value"] for o in _topic_options()}
+        offered = {o["value"] for o in _topic_options()}
         data: dict[str, Any] = {
-            "topic": "" if custom else webhook["topic"],
-            "custom_topic": webhook["topic"] if custom else "",
+            "topic": [t for t in webhook["topics"] if t in offered],
+            "custom_topic": ", ".join(t for t in webhook["topics"] if t not in offered),
             "address": webhook["address"],
             "dataset": tk.h.webhooks_dataset_label(webhook["dataset"]),
             "organization": tk.h.webhooks_organization_label(webhook["organization"]),

@@ -175,7 +175,7 @@ _RECOVER = text(
           AND (e.txid, e.sequence) > (:after_txid, :after_sequence)
           AND (e.txid, e.sequence) <= (:upto_txid, :upto_sequence)
           AND e.topic != :ping AND e.entity_type != 'webhook'
-          AND w.topic = ANY({_SUBSCRIBED_BY.format(topic="e.topic")})
+          AND w.topics && {_SUBSCRIBED_BY.format(topic="e.topic")}
           AND (w.package_id IS NULL
                OR w.package_id IN (e.package_id, e.previous_package_id))
           AND (w.organization_id IS NULL

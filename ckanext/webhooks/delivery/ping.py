@@ -36,7 +36,9 @@ def ping(webhook: Webhook, *, commit: bool = True) -> tuple[str, Outcome]:
         entity_type="webhook",
         entity_id=webhook.id,
         private=True,
-        snapshot=json.dumps({"id": webhook.id, "topic": webhook.topic}),
+        snapshot=json.dumps(
+            {"id": webhook.id, "topic": webhook.topic, "topics": webhook.topics}
+        ),
         created=now,
         expanded=True,
     )

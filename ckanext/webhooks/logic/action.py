@@ -104,7 +104,9 @@ def _webhook(context: Context, webhook_id: str) -> Webhook:
 def webhook_create(context: Context, data_dict: DataDict) -> str:
     """Subscribe ``address`` to ``topic``; returns the new webhook's id.
 
-    :param topic: one of ``webhook_topic_list``, e.g. ``dataset/create``
+    :param topic: one of ``webhook_topic_list``, e.g. ``dataset/create``, or
+        a list of them (at most 20; ``webhook_show`` gives the first as
+        ``topic`` and all of them as ``topics``)
     :param address: the http(s) URL that receives the POSTs
     :param dataset: only events of this dataset (id or name), optional
     :param organization: only events of this organization's datasets, optional
@@ -140,7 +142,8 @@ def webhook_create(context: Context, data_dict: DataDict) -> str:
     now = utcnow()
     _check_filters_can_fire(data["topic"], data)
     webhook = Webhook(
-        topic=data["topic"],
+        topic=data["topic"][0],
+        topics=data["topic"],
         package_id=data.get("dataset"),
         organization_id=data.get("organization"),
         **{column: data.get(field) for field, column in FILTER_COLUMNS.items()},
@@ -189,7 +192,7 @@ def webhook_update(context: Context, data_dict: DataDict) -> dict[str, Any]:
     webhook = _webhook(context, data["id"])
     # Every check before any change: a refused update leaves nothing behind.
     _check_reachable(
-        data.get("topic", webhook.topic),
+        data.get("topic", webhook.topics),
         data.get("dataset", webhook.package_id),
         data.get("organization", webhook.organization_id),
     )
@@ -202,14 +205,15 @@ def webhook_update(context: Context, data_dict: DataDict) -> dict[str, Any]:
     if switching and data["active"]:
         _check_not_gone(context, webhook, "active")
     _check_filters_can_fire(
-        data.get("topic", webhook.topic),
+        data.get("topic", webhook.topics),
         {
             field: data[field] if field in data else getattr(webhook, column)
             for field, column in FILTER_COLUMNS.items()
         },
     )
+    if "topic" in data:
+        webhook.topic, webhook.topics = data["topic"][0], data["topic"]
     for field, column in (
-        ("topic", "topic"),
         ("dataset", "package_id"),
         ("organization", "organization_id"),
         ("rate_limit", "rate_limit"),
@@ -241,8 +245,13 @@ FILTER_COLUMNS = {
 }
 
 
-def _check_filters_can_fire(topic: str, data: dict[str, Any]) -> None:
+def _check_filters_can_fire(subscribed: list[str], data: dict[str, Any]) -> None:
     """Filters look at datasets: refuse them on a topic without datasets."""
+    for topic in subscribed:
+        _check_topic_has_datasets(topic, data)
+
+
+def _check_topic_has_datasets(topic: str, data: dict[str, Any]) -> None:
     kind = topic.split("/", 1)[0]
     if kind in ("dataset", "resource", "*"):
         return
@@ -261,11 +270,17 @@ def _check_filters_can_fire(topic: str, data: dict[str, Any]) -> None:
         raise tk.ValidationError(errors)
 
 
-def _check_reachable(topic: str, dataset: str | None, organization: str | None) -> None:
-    """Refuse a subscription that could never receive anything."""
-    reason = topics.unreachable_by_filter(topic, dataset, organization)
-    if reason:
-        raise tk.ValidationError({"topic": [tk._(reason)]})
+def _check_reachable(
+    subscribed: list[str], dataset: str | None, organization: str | None
+) -> None:
+    """Refuse a subscription with a topic that could never receive anything."""
+    for topic in subscribed:
+        reason = topics.unreachable_by_filter(topic, dataset, organization)
+        if reason:
+            message = tk._("Topic '{topic}' could never fire: {reason}")
+            raise tk.ValidationError(
+                {"topic": [message.format(topic=topic, reason=tk._(reason))]}
+            )
 
 
 def _check_not_gone(context: Context, webhook: Webhook, field: str) -> None:

@@ -22,6 +22,7 @@ def webhook_dictize(webhook: Webhook, *, with_secret: bool = False) -> dict[str,
     data = {
         "id": webhook.id,
         "topic": webhook.topic,
+        "topics": list(webhook.topics),
         "address": webhook.address,
         "dataset": webhook.package_id,
         "organization": webhook.organization_id,

@@ -30,7 +30,7 @@ def webhook_create_schema(
     not_empty: Validator,
     ignore_missing: Validator,
     webhook_string: Validator,
-    webhook_topic: Validator,
+    webhook_topics: Validator,
     webhook_address: Validator,
     webhook_dataset: Validator,
     webhook_organization: Validator,
@@ -53,7 +53,7 @@ def webhook_create_schema(
         "payload": [ignore_missing, webhook_string, not_empty, webhook_payload_kind],
         "format": [ignore_missing, webhook_string, not_empty, webhook_format],
         "headers": [ignore_missing, webhook_headers],
-        "topic": [not_empty, webhook_string, not_empty, webhook_topic],
+        "topic": [not_empty, webhook_topics],
         "group": [ignore_missing, webhook_empty_to_none, webhook_group_filter],
         "tag": [ignore_missing, webhook_empty_to_none, webhook_tag_filter],
         "res_format": [ignore_missing, webhook_empty_to_none, webhook_format_filter],
@@ -77,7 +77,7 @@ def webhook_update_schema(
     webhook_boolean: Validator,
     webhook_empty_to_none: Validator,
     webhook_string: Validator,
-    webhook_topic: Validator,
+    webhook_topics: Validator,
     webhook_address: Validator,
     webhook_dataset: Validator,
     webhook_organization: Validator,
@@ -86,7 +86,7 @@ def webhook_update_schema(
 ) -> Schema:
     schema = webhook_create_schema()
     schema["id"] = [not_empty, webhook_string]
-    schema["topic"] = [ignore_missing, webhook_string, not_empty, webhook_topic]
+    schema["topic"] = [ignore_missing, not_empty, webhook_topics]
     schema["address"] = [ignore_missing, webhook_string, not_empty, webhook_address]
     # An empty string clears a filter.
     schema["dataset"] = [

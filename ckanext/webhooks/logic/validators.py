@@ -41,11 +41,13 @@ __all__ = [
     "webhook_string",
     "webhook_tag_filter",
     "webhook_topic",
+    "webhook_topics",
     "webhook_unknown_fields",
 ]
 
 MAX_ADDRESS_LENGTH = 2000
 MAX_STRING_LENGTH = 200
+MAX_TOPICS = 20  # topics of one webhook
 
 
 def _encodable(value: str) -> bool:
@@ -91,6 +93,11 @@ def webhook_topic(value: str) -> str:
             )
         )
     return value
+
+
+def webhook_topics(value: Any) -> list[str]:
+    """One topic or a list of them, in order, without repeats."""
+    return [webhook_topic(topic) for topic in _filter_values(value, MAX_TOPICS)]
 
 
 def webhook_attempt_outcome(value: str) -> str:
@@ -168,13 +175,11 @@ def webhook_organization(value: str, context: dict[str, Any]) -> str:
 MAX_FILTER_VALUES = 50
 
 
-def _filter_values(value: Any) -> list[str]:
+def _filter_values(value: Any, most: int = MAX_FILTER_VALUES) -> list[str]:
     """One string or a list of strings, stripped, without repeats."""
     items = value if isinstance(value, list) else [value]
-    if len(items) > MAX_FILTER_VALUES:
-        raise tk.Invalid(
-            tk._("Give at most {max} values").format(max=MAX_FILTER_VALUES)
-        )
+    if len(items) > most:
+        raise tk.Invalid(tk._("Give at most {max} values").format(max=most))
     found: list[str] = []
     for item in items:
         if not isinstance(item, str):
