@@ -60,4 +60,27 @@ def private_redis(monkeypatch, ckan_config):
     )
     monkeypatch.setattr(ckan.lib.jobs, "_queues", {})
     yield redis
+    _forget_rq_connections_to(redis)
     redis.stop()
+
+
+def _forget_rq_connections_to(server: PrivateRedis) -> None:
+    """Take this server's connections off RQ's connection stack.
+
+    CKAN 2.11 pushes every new connection onto RQ's global stack
+    (``ckan.lib.jobs._connect``), and RQ falls back on the top of it: left
+    there, a stopped server would answer later tests' jobs. CKAN 2.12's RQ
+    has no such stack.
+    """
+    import rq.connections
+
+    stack = getattr(rq.connections, "_connection_stack", None)
+    if stack is None:
+        return
+    kept = []
+    while stack.top is not None:
+        connection = stack.pop()
+        if connection.connection_pool.connection_kwargs.get("port") != server.port:
+            kept.append(connection)
+    for connection in reversed(kept):
+        stack.push(connection)
