@@ -18,14 +18,16 @@ def _no_solr(monkeypatch):
 @pytest.fixture(autouse=True)
 def _fresh_wake_flag():
     """A wake-up flag left by an earlier test would hold back this test's job,
-    and a job left on the delivery queue would make it give way."""
+    and so would the mark of a lingering job that the earlier test killed
+    (it lasts two seconds); a job left on the delivery queue would make it
+    give way."""
     from ckan.lib import jobs
     from ckan.lib.redis import connect_to_redis
     from ckan.plugins import toolkit as tk
 
-    from ckanext.webhooks.delivery import wake_key
+    from ckanext.webhooks.delivery import listener, wake_key
 
-    connect_to_redis().delete(wake_key())
+    connect_to_redis().delete(wake_key(), listener.mark_key())
     # Read raw: this runs before the plugin (and its declaration) is loaded.
     jobs.get_queue(tk.config.get("ckanext.webhooks.queue") or "default").empty()
 

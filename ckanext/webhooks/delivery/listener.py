@@ -30,6 +30,7 @@ from ckanext.webhooks.vocabulary import DELIVERY_CHANNEL
 __all__ = [
     "Listener",
     "linger",
+    "mark_key",
     "others_waiting",
     "someone_listens",
 ]
@@ -38,7 +39,8 @@ MARK_MS = 2000  # a listener that died stops counting after this
 POLL_SECONDS = 0.5  # how often a waiting job looks at its queue
 
 
-def _mark_key() -> str:
+def mark_key() -> str:
+    """The Redis key a lingering job keeps alive while it listens."""
     return f"ckanext-webhooks:{tk.config.get('ckan.site_id')}:listening"
 
 
@@ -47,7 +49,7 @@ def someone_listens() -> bool:
     from ckan.lib.redis import connect_to_redis
 
     try:
-        return bool(connect_to_redis().exists(_mark_key()))
+        return bool(connect_to_redis().exists(mark_key()))
     except Exception:
         return False
 
@@ -89,7 +91,7 @@ class Listener:
 
         # Without Redis the wake-ups just enqueue jobs as before.
         with contextlib.suppress(Exception):
-            connect_to_redis().set(_mark_key(), "1", px=MARK_MS)
+            connect_to_redis().set(mark_key(), "1", px=MARK_MS)
         readable, _, _ = select.select([self._conn], [], [], seconds)
         if readable:
             self._conn.poll()
@@ -101,7 +103,7 @@ class Listener:
         from ckan.lib.redis import connect_to_redis
 
         with contextlib.suppress(Exception):
-            connect_to_redis().delete(_mark_key())
+            connect_to_redis().delete(mark_key())
         self._raw.invalidate()  # closed for good, not returned to the pool
 
 
