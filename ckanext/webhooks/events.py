@@ -27,8 +27,8 @@ from ckan.model.domain_object import DomainObjectOperation
 from sqlalchemy import event as sa_event
 from sqlalchemy import inspect, text
 
-from ckanext.webhooks import dataset_state, topics
-from ckanext.webhooks.dataset_state import DATA_FIELDS
+from ckanext.webhooks import dataset_state, prepared, topics
+from ckanext.webhooks.dataset_state import DATA_FIELDS, changes_sql, facets_sql
 from ckanext.webhooks.matching import matching_webhooks_sql
 from ckanext.webhooks.model import make_event_id, utcnow
 from ckanext.webhooks.vocabulary import DATA_CHANGED, DELIVERY_CHANNEL
@@ -57,42 +57,89 @@ _TRACKED = {
 }
 
 
-# One round trip: the savepoint, the event, and a notification for a
-# lingering job if some webhook wants the event (PostgreSQL delivers it at
-# commit, once per transaction however many events ask, and drops it on
-# rollback). Every event is kept, for the feed and for recovery (feed.py);
-# one that no webhook wants now is born expanded, and wakes nobody. Dataset
-# and resource events carry the dataset's facets before and after the
-# transaction (dataset_state.py), for the filters, and ``changes``.
-_BEFORE, _AFTER = "CAST(:before AS jsonb)", "CAST(:after AS jsonb)"
-_INSERT_EVENT = text(
-    f"""
-    SAVEPOINT ckanext_webhooks_event;
-    WITH inserted AS (
+# Whether some webhook wants the event just recorded (see _record).
+_WANTED_SETTING = "ckanext_webhooks.wanted"
+
+
+def _insert_events_sql(*, dataset: bool) -> str:
+    """Record an event, and a notification for a lingering job if some
+    webhook wants it (PostgreSQL delivers it at commit, once per transaction
+    however many events ask, and drops it on rollback).
+
+    Every event is kept, for the feed and for recovery (feed.py); one that no
+    webhook wants now is born expanded, and wakes nobody. A dataset or
+    resource event (``dataset``) also observes the dataset and carries its
+    facets before and after the transaction, for the filters, and
+    ``changes`` (dataset_state.py); a resource update that changed the data
+    is recorded as ``resource/data_changed`` too. One statement, so a change
+    costs one round trip; whether some webhook wants one is left in the
+    transaction's setting ``_WANTED_SETTING`` (see ``_record``).
+    """
+    if dataset:
+        before, current = "s.before", "s.current"
+        resource_id = "CAST(:resource_id AS text)"
+        data_fields = ", ".join(f"'{name}'" for name in sorted(DATA_FIELDS))
+        facts = f"""{dataset_state.state_sql(":package_id")},
+        facts AS MATERIALIZED (
+            SELECT COALESCE({facets_sql(before, resource_id)},
+                            {facets_sql(current, resource_id)}) AS before,
+                   {facets_sql(current, resource_id)} AS after,
+                   {changes_sql(before, current, resource_id)} AS changes
+            FROM (SELECT) AS one LEFT JOIN state s ON true
+        ),
+        recorded (n, id, topic, subscriptions) AS (
+            VALUES (1, :id, :topic, CAST(:subscriptions AS text[])),
+                   (2, :data_changed_id, '{DATA_CHANGED}',
+                    CAST(:data_changed_subscriptions AS text[]))
+        )"""
+        which = f"""t.n = 1 OR (:topic = 'resource/update'
+                    AND f.changes && ARRAY[{data_fields}])"""
+    else:
+        facts = """facts AS (
+            SELECT CAST(NULL AS jsonb) AS before, CAST(NULL AS jsonb) AS after,
+                   CAST(NULL AS text[]) AS changes
+        ),
+        recorded (n, id, topic, subscriptions) AS (
+            VALUES (1, :id, :topic, CAST(:subscriptions AS text[]))
+        )"""
+        which = "true"
+    matching = matching_webhooks_sql(
+        topics="t.subscriptions",
+        package_id=":package_id",
+        previous_package_id=":previous_package_id",
+        organization_id=":organization_id",
+        previous_organization_id=":previous_organization_id",
+        before="f.before",
+        after="f.after",
+    )
+    return f"""
+    WITH {facts},
+    inserted AS (
         INSERT INTO webhook_event
             (id, topic, entity_type, entity_id, package_id, organization_id,
              previous_package_id, previous_organization_id, private, snapshot,
              before, after, changes, created, expanded)
-        SELECT :id, :topic, :entity_type, :entity_id, :package_id,
+        SELECT t.id, t.topic, :entity_type, :entity_id, :package_id,
                :organization_id, :previous_package_id, :previous_organization_id,
-               :private, :snapshot, {_BEFORE}, {_AFTER},
-               CAST(:changes AS text[]), :created, NOT EXISTS ({
-        matching_webhooks_sql(
-            topics="CAST(:subscriptions AS text[])",
-            package_id=":package_id",
-            previous_package_id=":previous_package_id",
-            organization_id=":organization_id",
-            previous_organization_id=":previous_organization_id",
-            before=_BEFORE,
-            after=_AFTER,
-        )
-    })
+               :private, :snapshot, f.before, f.after, f.changes, :created,
+               NOT EXISTS ({matching})
+        FROM facts f CROSS JOIN recorded t
+        WHERE {which}
+        ORDER BY t.n
         RETURNING expanded
     ), notified AS (
         SELECT pg_notify('{DELIVERY_CHANNEL}', '') FROM inserted WHERE NOT expanded
     )
-    SELECT NOT expanded, (SELECT count(*) FROM notified) FROM inserted
+    SELECT set_config('{_WANTED_SETTING}',
+                      CAST(COALESCE(bool_or(NOT expanded), false) AS text), true),
+           (SELECT count(*) FROM notified)
+    FROM inserted
     """
+
+
+_INSERT_EVENT = prepared.Statement("event", _insert_events_sql(dataset=False))
+_INSERT_DATASET_EVENTS = prepared.Statement(
+    "dataset_events", _insert_events_sql(dataset=True)
 )
 
 
@@ -100,8 +147,21 @@ _INSERT_EVENT = text(
 # delivery job that lingers (delivery/listener.py) exactly when it may read.
 _NOTIFY = text(f"NOTIFY {DELIVERY_CHANNEL}")
 
+# An event's statement runs in a savepoint: should it fail (say the tables
+# are not migrated yet), PostgreSQL would otherwise abort the whole
+# transaction and with it the user's change. Now only the event is lost,
+# loudly. (Plain SQL, not Session.begin_nested(), which would flush and fire
+# the session's commit hooks, CKAN's notify among them, for the savepoint.)
+# Savepoint, statement and release travel in one round trip: the statement
+# leaves its answer in a setting local to the transaction, read last.
+_SAVEPOINT = "SAVEPOINT ckanext_webhooks_event"
+_RELEASE_AND_ANSWER = (
+    "RELEASE SAVEPOINT ckanext_webhooks_event; "
+    f"SELECT current_setting('{_WANTED_SETTING}')"
+)
 _ROLLBACK_TO_SAVEPOINT = text("ROLLBACK TO SAVEPOINT ckanext_webhooks_event")
-_RELEASE_SAVEPOINT = text("RELEASE SAVEPOINT ckanext_webhooks_event")
+
+_DATA_CHANGED_SUBSCRIPTIONS = topics.matching_subscriptions(DATA_CHANGED)
 
 
 def _remember_prior_values(session: Any, flush_context: Any, instances: Any) -> None:
@@ -137,7 +197,6 @@ def wake_workers_after_commit() -> None:
 def _forget(session: Any) -> None:
     for key in (_PRIOR, _SEEN, _WAKE):
         session.info.pop(key, None)
-    dataset_state.forget(session)
 
 
 def _after_commit(session: Any) -> None:
@@ -235,34 +294,42 @@ def _first_time(session: Any, topic: str, entity_id: str, kind: str) -> bool:
     return True
 
 
-def _insert(session: Any, **event: Any) -> tuple[str, bool]:
-    """Write the event; return its id, and whether some webhook wants it."""
-    event.setdefault("previous_package_id", None)
-    event.setdefault("previous_organization_id", None)
-    event_id = make_event_id()
-    # In a savepoint: should this statement fail (say the tables are not
-    # migrated yet), PostgreSQL would otherwise abort the whole transaction
-    # and with it the user's change. Now only the event is lost, loudly.
-    # Plain SQL, not Session.begin_nested(), which would flush and fire the
-    # session's commit hooks (CKAN's notify among them) for the savepoint.
+def _in_savepoint(
+    session: Any, statement: prepared.Statement, params: dict[str, Any]
+) -> Any:
     try:
-        row = session.execute(
-            _INSERT_EVENT,
-            {
-                "before": None,
-                "after": None,
-                "changes": None,
-                "id": event_id,
-                "created": utcnow(),
-                "subscriptions": topics.matching_subscriptions(event["topic"]),
-                **event,
-            },
-        ).first()
+        row = statement.run(
+            session, params, before=_SAVEPOINT, after=_RELEASE_AND_ANSWER
+        )
     except Exception:
-        session.execute(_ROLLBACK_TO_SAVEPOINT)
+        # The savepoint was sent with the statement that failed (a failure
+        # before sending leaves nothing to undo).
+        if prepared.transaction_failed(session):
+            session.execute(_ROLLBACK_TO_SAVEPOINT)
         raise
-    session.execute(_RELEASE_SAVEPOINT)
-    wanted = bool(row and row[0])
+    return row[0]
+
+
+def _record(
+    session: Any, statement: prepared.Statement = _INSERT_EVENT, **event: Any
+) -> tuple[str, bool]:
+    """Write the event; return its id, and whether some webhook wants it."""
+    event_id = make_event_id()
+    params = {
+        "previous_package_id": None,
+        "previous_organization_id": None,
+        "id": event_id,
+        "created": utcnow(),
+        "subscriptions": topics.matching_subscriptions(event["topic"]),
+        **event,
+    }
+    try:
+        answer = _in_savepoint(session, statement, params)
+    except Exception as error:
+        if not prepared.worth_retrying(error):
+            raise
+        answer = _in_savepoint(session, statement, params)
+    wanted = answer == "true"
     if wanted:
         session.info[_WAKE] = True
     return event_id, wanted
@@ -293,32 +360,22 @@ def record_change(entity: Any, operation: str) -> None:
         if isinstance(entity, model.Resource)
         else None
     )
-    resource_id = entity.id if entity_type == "resource" else None
-    before, current = dataset_state.observe(session, pkg.id)
-    changed = dataset_state.changes(before, current, resource_id)
-    after = dataset_state.facets(current, resource_id)
-    # Unknown before (a dataset first seen): as it is now.
-    earlier = dataset_state.facets(before, resource_id) or after
-    event = {
-        "entity_type": entity_type,
-        "entity_id": entity.id,
-        "package_id": pkg.id,
-        "organization_id": pkg.owner_org,
-        "previous_package_id": previous_pkg,
-        "previous_organization_id": previous_org,
-        "private": private,
-        "snapshot": json.dumps(_snapshot(entity, pkg)),
-        "before": json.dumps(earlier) if earlier is not None else None,
-        "after": json.dumps(after) if after is not None else None,
-        "changes": changed,
-    }
-    _insert(session, topic=topic, **event)
-    if (
-        topic == "resource/update"
-        and DATA_FIELDS.intersection(changed or ())
-        and _first_time(session, DATA_CHANGED, entity.id, entity_type)
-    ):
-        _insert(session, topic=DATA_CHANGED, **event)
+    _record(
+        session,
+        _INSERT_DATASET_EVENTS,
+        topic=topic,
+        entity_type=entity_type,
+        entity_id=entity.id,
+        resource_id=entity.id if entity_type == "resource" else None,
+        package_id=pkg.id,
+        organization_id=pkg.owner_org,
+        previous_package_id=previous_pkg,
+        previous_organization_id=previous_org,
+        private=private,
+        snapshot=json.dumps(_snapshot(entity, pkg)),
+        data_changed_id=make_event_id(),
+        data_changed_subscriptions=_DATA_CHANGED_SUBSCRIPTIONS,
+    )
 
 
 def _record_group_changes(session: Any) -> None:
@@ -351,7 +408,7 @@ def _record_group_changes(session: Any) -> None:
             )
             if topic is None or not _first_time(session, topic, group.id, kind):
                 continue
-            _insert(
+            _record(
                 session,
                 topic=topic,
                 entity_type=kind,
@@ -393,7 +450,7 @@ def publish(
         raise ValueError(f"{topic!r} cannot be published as a custom event")
     session = model.Session()
     pkg = model.Package.get(dataset) if dataset else None
-    return _insert(
+    return _record(
         session,
         topic=topic,
         entity_type="custom",

@@ -11,6 +11,7 @@ while Redis was down.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 import time
@@ -24,7 +25,7 @@ from ckanext.webhooks import config as cfg
 from ckanext.webhooks import leases, notices
 from ckanext.webhooks.delivery import consent
 from ckanext.webhooks.delivery.claiming import due_sql
-from ckanext.webhooks.delivery.listener import linger, someone_listens
+from ckanext.webhooks.delivery.listener import linger, mark_key
 from ckanext.webhooks.delivery.loop import Deliverer
 from ckanext.webhooks.delivery.shutdown import watching_for_stop
 from ckanext.webhooks.model import utcnow
@@ -48,14 +49,37 @@ def wake_key() -> str:
     return f"ckanext-webhooks:{tk.config.get('ckan.site_id')}:wake"
 
 
+# One round trip: no job is needed while a lingering one listens (its mark,
+# listener.py), and at most one wake-up job waits (the flag, SET NX).
+# 0: a job listens; 1: the flag was ours to set, enqueue; 2: a job waits.
+_WAKE_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return 1 end
+return 2
+"""
+_LISTENING, _ENQUEUE = 0, 1
+
+
+@functools.cache
+def _wake_script() -> Any:
+    from ckan.lib.redis import connect_to_redis
+
+    return connect_to_redis().register_script(_WAKE_SCRIPT)
+
+
 def wake_workers() -> bool:
     """Queue one delivery job unless one waits or lingers already. Never raises."""
     from ckan.lib.redis import connect_to_redis
 
-    if someone_listens():
-        return True  # it sees the event (NOTIFY) or the due retry itself
     try:
-        if connect_to_redis().set(wake_key(), "1", nx=True, ex=WAKE_KEY_TTL):
+        answer = _wake_script()(
+            keys=[mark_key(), wake_key()],
+            args=[WAKE_KEY_TTL],
+            client=connect_to_redis(),
+        )
+        if answer == _LISTENING:
+            return True  # it sees the event (NOTIFY) or the due retry itself
+        if answer == _ENQUEUE:
             tk.enqueue_job(
                 deliver_pending,
                 title="webhooks: deliver",
