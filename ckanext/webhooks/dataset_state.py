@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import ckan.model as model
 
-__all__ = ["DATA_FIELDS", "changes_sql", "facets_sql", "state_sql"]
+__all__ = ["DATA_FIELDS", "facts_sql", "state_sql"]
 
 # A resource's data changed when one of these did (an upload sets
 # last_modified and size; a link, its url).
@@ -106,28 +106,54 @@ def state_sql(package_id: str) -> str:
     )"""
 
 
-def facets_sql(state: str, resource_id: str) -> str:
-    """What filters match (matching.py), from a state (SQL, may be null); for
-    a resource event (``resource_id`` not null) the resource's own format
-    stands for the dataset's formats."""
-    resource_format = f"({state})->'resources'->({resource_id})->'format'"
-    return f"""(({state}) - 'fields' - 'resources' || jsonb_build_object(
-        'formats', CASE
-            WHEN ({resource_id}) IS NULL THEN ({state})->'formats'
-            WHEN jsonb_typeof({resource_format}) = 'string'
-                THEN jsonb_build_array({resource_format})
-            ELSE '[]' END))"""
+def facts_sql(package_id: str, resource_id: str) -> str:
+    """``state_sql`` and more, ending in ``facts (before, after, changes)``:
+    one row, for an event of dataset ``package_id`` or, when ``resource_id``
+    (SQL, text) is not null, of that resource.
+
+    ``before`` and ``after`` are what filters match (matching.py); for a
+    resource event the resource's own format stands for the dataset's
+    formats, and an unknown ``before`` (a dataset first seen) is taken as
+    ``after``. ``changes`` lists the top-level fields of the dataset or
+    resource that changed, null when the earlier state is unknown.
+    """
+    return f"""{state_sql(package_id)},
+    sides AS MATERIALIZED (
+        -- Each part once: every "->" on a stored state decompresses it.
+        SELECT s.before - 'fields' - 'resources' AS before_facets,
+               s.current - 'fields' - 'resources' AS after_facets,
+               {_entity("s.before", resource_id)} AS before_entity,
+               {_entity("s.current", resource_id)} AS after_entity
+        FROM (SELECT) AS one LEFT JOIN state s ON true
+    ),
+    facts AS MATERIALIZED (
+        SELECT COALESCE({_facets("before", resource_id)},
+                        {_facets("after", resource_id)}) AS before,
+               {_facets("after", resource_id)} AS after,
+               {_changes("before", "after", resource_id)} AS changes
+        FROM sides
+    )"""
 
 
-def _fields_sql(state: str, resource_id: str) -> str:
+def _entity(state: str, resource_id: str) -> str:
+    """The dataset's fields, or the resource's format and fields."""
     return f"""CASE WHEN ({resource_id}) IS NULL THEN ({state})->'fields'
-        ELSE ({state})->'resources'->({resource_id})->'fields' END"""
+        ELSE ({state})->'resources'->({resource_id}) END"""
 
 
-def changes_sql(before: str, current: str, resource_id: str) -> str:
-    """The top-level fields of the dataset (or resource) that changed, as
-    text[]; null when the earlier state is unknown."""
-    old, new = _fields_sql(before, resource_id), _fields_sql(current, resource_id)
+def _facets(side: str, resource_id: str) -> str:
+    formats = f"""CASE WHEN jsonb_typeof({side}_entity->'format') = 'string'
+        THEN jsonb_build_array({side}_entity->'format') ELSE '[]' END"""
+    return f"""CASE WHEN ({resource_id}) IS NULL THEN {side}_facets
+        ELSE {side}_facets || jsonb_build_object('formats', {formats}) END"""
+
+
+def _changes(old_side: str, new_side: str, resource_id: str) -> str:
+    def fields(side: str) -> str:
+        return f"""CASE WHEN ({resource_id}) IS NULL THEN {side}_entity
+            ELSE {side}_entity->'fields' END"""
+
+    old, new = fields(old_side), fields(new_side)
     return f"""CASE WHEN ({old}) IS NULL OR ({new}) IS NULL THEN NULL ELSE ARRAY(
         SELECT key FROM jsonb_each({new}) AS n (key, value)
         WHERE value IS DISTINCT FROM ({old})->key

@@ -28,7 +28,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import inspect, text
 
 from ckanext.webhooks import dataset_state, prepared, topics
-from ckanext.webhooks.dataset_state import DATA_FIELDS, changes_sql, facets_sql
+from ckanext.webhooks.dataset_state import DATA_FIELDS
 from ckanext.webhooks.matching import matching_webhooks_sql
 from ckanext.webhooks.model import make_event_id, utcnow
 from ckanext.webhooks.vocabulary import DATA_CHANGED, DELIVERY_CHANNEL
@@ -76,17 +76,10 @@ def _insert_events_sql(*, dataset: bool) -> str:
     transaction's setting ``_WANTED_SETTING`` (see ``_record``).
     """
     if dataset:
-        before, current = "s.before", "s.current"
-        resource_id = "CAST(:resource_id AS text)"
         data_fields = ", ".join(f"'{name}'" for name in sorted(DATA_FIELDS))
-        facts = f"""{dataset_state.state_sql(":package_id")},
-        facts AS MATERIALIZED (
-            SELECT COALESCE({facets_sql(before, resource_id)},
-                            {facets_sql(current, resource_id)}) AS before,
-                   {facets_sql(current, resource_id)} AS after,
-                   {changes_sql(before, current, resource_id)} AS changes
-            FROM (SELECT) AS one LEFT JOIN state s ON true
-        ),
+        facts = f"""{
+            dataset_state.facts_sql(":package_id", "CAST(:resource_id AS text)")
+        },
         recorded (n, id, topic, subscriptions) AS (
             VALUES (1, :id, :topic, CAST(:subscriptions AS text[])),
                    (2, :data_changed_id, '{DATA_CHANGED}',
