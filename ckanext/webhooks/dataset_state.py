@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import ckan.model as model
 
-__all__ = ["DATA_FIELDS", "facts_sql", "state_sql"]
+__all__ = ["DATA_FIELDS", "facts_sql"]
 
 # A resource's data changed when one of these did (an upload sets
 # last_modified and size; a link, its url).
@@ -49,7 +49,7 @@ _EXTRAS_TABLE = """
         WHERE e.package_id = p.id AND e.state = 'active') x"""
 
 
-def state_sql(package_id: str) -> str:
+def _state_sql(package_id: str) -> str:
     """Common table expressions ending in ``state (before, current)``: one row
     for dataset ``package_id`` (SQL), none for a dataset that is gone.
 
@@ -107,7 +107,7 @@ def state_sql(package_id: str) -> str:
 
 
 def facts_sql(package_id: str, resource_id: str) -> str:
-    """``state_sql`` and more, ending in ``facts (before, after, changes)``:
+    """``_state_sql`` and more, ending in ``facts (before, after, changes)``:
     one row, for an event of dataset ``package_id`` or, when ``resource_id``
     (SQL, text) is not null, of that resource.
 
@@ -117,7 +117,7 @@ def facts_sql(package_id: str, resource_id: str) -> str:
     ``after``. ``changes`` lists the top-level fields of the dataset or
     resource that changed, null when the earlier state is unknown.
     """
-    return f"""{state_sql(package_id)},
+    return f"""{_state_sql(package_id)},
     sides AS MATERIALIZED (
         -- Each part once: every "->" on a stored state decompresses it.
         SELECT s.before - 'fields' - 'resources' AS before_facets,

@@ -80,10 +80,9 @@ def _insert_events_sql(*, dataset: bool) -> str:
         facts = f"""{
             dataset_state.facts_sql(":package_id", "CAST(:resource_id AS text)")
         },
-        recorded (n, id, topic, subscriptions) AS (
-            VALUES (1, :id, :topic, CAST(:subscriptions AS text[])),
-                   (2, :data_changed_id, '{DATA_CHANGED}',
-                    CAST(:data_changed_subscriptions AS text[]))
+        recorded (n, id, topic) AS (
+            VALUES (1, :id, CAST(:topic AS text)),
+                   (2, :data_changed_id, '{DATA_CHANGED}')
         )"""
         which = f"""t.n = 1 OR (:topic = 'resource/update'
                     AND f.changes && ARRAY[{data_fields}])"""
@@ -92,12 +91,12 @@ def _insert_events_sql(*, dataset: bool) -> str:
             SELECT CAST(NULL AS jsonb) AS before, CAST(NULL AS jsonb) AS after,
                    CAST(NULL AS text[]) AS changes
         ),
-        recorded (n, id, topic, subscriptions) AS (
-            VALUES (1, :id, :topic, CAST(:subscriptions AS text[]))
+        recorded (n, id, topic) AS (
+            VALUES (1, :id, CAST(:topic AS text))
         )"""
         which = "true"
     matching = matching_webhooks_sql(
-        topics="t.subscriptions",
+        topics=topics.subscriptions_sql("t.topic"),
         package_id=":package_id",
         previous_package_id=":previous_package_id",
         organization_id=":organization_id",
@@ -153,8 +152,6 @@ _RELEASE_AND_ANSWER = (
     f"SELECT current_setting('{_WANTED_SETTING}')"
 )
 _ROLLBACK_TO_SAVEPOINT = text("ROLLBACK TO SAVEPOINT ckanext_webhooks_event")
-
-_DATA_CHANGED_SUBSCRIPTIONS = topics.matching_subscriptions(DATA_CHANGED)
 
 
 def _remember_prior_values(session: Any, flush_context: Any, instances: Any) -> None:
@@ -313,7 +310,6 @@ def _record(
         "previous_organization_id": None,
         "id": event_id,
         "created": utcnow(),
-        "subscriptions": topics.matching_subscriptions(event["topic"]),
         **event,
     }
     try:
@@ -367,7 +363,6 @@ def record_change(entity: Any, operation: str) -> None:
         private=private,
         snapshot=json.dumps(_snapshot(entity, pkg)),
         data_changed_id=make_event_id(),
-        data_changed_subscriptions=_DATA_CHANGED_SUBSCRIPTIONS,
     )
 
 

@@ -12,9 +12,9 @@ __all__ = [
     "TOPIC_PATTERN",
     "is_publishable",
     "is_subscribable",
-    "matching_subscriptions",
     "plugin_topics",
     "subscribable_topics",
+    "subscriptions_sql",
     "unreachable_by_filter",
 ]
 
@@ -63,10 +63,10 @@ def is_publishable(topic: str) -> bool:
     return topic in plugin_topics()
 
 
-def matching_subscriptions(topic: str) -> list[str]:
-    """The subscription topics that receive an event of ``topic``."""
-    kind = topic.split("/", 1)[0]
-    return [topic, f"{kind}/*", "*"]
+def subscriptions_sql(topic: str) -> str:
+    """The subscription topics that receive an event of ``topic`` (an SQL
+    text expression), as an SQL array: the topic, its kind's wildcard, ``*``."""
+    return f"ARRAY[{topic}, split_part({topic}, '/', 1) || '/*', '*']"
 
 
 def unreachable_by_filter(

@@ -15,12 +15,12 @@ from sqlalchemy import text
 from ckanext.webhooks import config as cfg
 from ckanext.webhooks.matching import filters_sql, label_sql, matching_webhooks_sql
 from ckanext.webhooks.model import utcnow
+from ckanext.webhooks.topics import subscriptions_sql
 from ckanext.webhooks.vocabulary import DATA_CHANGED, PING, DeliveryStatus
 
 __all__ = ["COALESCIBLE", "expand_events", "recover"]
 
 # The topics a subscription may name to receive an event of topic ``{topic}``.
-_SUBSCRIBED_BY = "ARRAY[{topic}, split_part({topic}, '/', 1) || '/*', '*']"
 
 _EXPAND = text(
     f"""
@@ -48,7 +48,7 @@ _EXPAND = text(
         FROM marked m
         CROSS JOIN LATERAL ({
         matching_webhooks_sql(
-            topics=_SUBSCRIBED_BY.format(topic="m.topic"),
+            topics=subscriptions_sql("m.topic"),
             package_id="m.package_id",
             previous_package_id="m.previous_package_id",
             organization_id="m.organization_id",
@@ -175,7 +175,7 @@ _RECOVER = text(
           AND (e.txid, e.sequence) > (:after_txid, :after_sequence)
           AND (e.txid, e.sequence) <= (:upto_txid, :upto_sequence)
           AND e.topic != :ping AND e.entity_type != 'webhook'
-          AND w.topics && {_SUBSCRIBED_BY.format(topic="e.topic")}
+          AND w.topics && {subscriptions_sql("e.topic")}
           AND (w.package_id IS NULL
                OR w.package_id IN (e.package_id, e.previous_package_id))
           AND (w.organization_id IS NULL
