@@ -182,32 +182,34 @@ def timed_updates(
 
 
 def explain_matching(client: Any, token: str, dataset: dict[str, Any]) -> str:
-    """Capture the outbox INSERT of a real update, then EXPLAIN ANALYZE it
-    (in a transaction that is rolled back)."""
+    """Capture the statement that records a real update, then EXPLAIN ANALYZE
+    it (in a transaction that is rolled back)."""
     import ckan.model as model
-    from sqlalchemy import event as sa_event
+    from sqlalchemy import text
 
-    captured: list[tuple[str, Any]] = []
+    from ckanext.webhooks import prepared
 
-    def capture(conn, cursor, statement, parameters, context, executemany):
-        if "INSERT INTO webhook_event" in statement:
-            # Without the savepoint sent in the same round trip.
-            captured.append((statement.split(";", 1)[-1], parameters))
+    captured: list[tuple[str, dict[str, Any]]] = []
+    run = prepared.Statement.run
 
-    engine = model.meta.engine
-    sa_event.listen(engine, "before_cursor_execute", capture)
+    def capture(statement: Any, session: Any, params: Any, **around: str) -> Any:
+        if "INSERT INTO webhook_event" in statement.sql:
+            captured.append((statement.sql, dict(params)))
+        return run(statement, session, params, **around)
+
+    prepared.Statement.run = capture  # type: ignore[method-assign]
     try:
         timed_updates(client, token, dataset, 1, "explain")
     finally:
-        sa_event.remove(engine, "before_cursor_execute", capture)
+        prepared.Statement.run = run  # type: ignore[method-assign]
     if not captured:
         return "(no outbox INSERT captured: is the plugin loaded?)"
     statement, parameters = captured[0]
-    parameters = {**parameters, "id": f"evt_explain_{uuid.uuid4().hex}"}
-    with engine.connect() as conn:
+    parameters["id"] = f"evt_explain_{uuid.uuid4().hex}"
+    with model.meta.engine.connect() as conn:
         transaction = conn.begin()
-        rows = conn.exec_driver_sql(
-            "EXPLAIN (ANALYZE, COSTS OFF, TIMING ON) " + statement, parameters
+        rows = conn.execute(
+            text("EXPLAIN (ANALYZE, COSTS OFF, TIMING ON) " + statement), parameters
         ).all()
         transaction.rollback()
     return "\n".join(row[0] for row in rows)

@@ -25,8 +25,11 @@ def _fresh_wake_flag():
     from ckan.lib.redis import connect_to_redis
     from ckan.plugins import toolkit as tk
 
-    from ckanext.webhooks.delivery import listener, wake_key
+    from ckanext.webhooks.delivery import listener, wake_key, waker
 
+    # An earlier test's commits may still be waking workers from the
+    # thread of this process (as a web process does): let it finish first.
+    assert waker.flush(), "the waker thread is stuck"
     connect_to_redis().delete(wake_key(), listener.mark_key())
     # Read raw: this runs before the plugin (and its declaration) is loaded.
     jobs.get_queue(tk.config.get("ckanext.webhooks.queue") or "default").empty()
@@ -50,7 +53,11 @@ def run_jobs(with_test_worker, clean_queues):
 
     def run():
         from ckanext.webhooks import config as cfg
+        from ckanext.webhooks.delivery import waker
 
+        # Requests of the test app wake workers from a thread of this
+        # process: their jobs are queued once it is done.
+        assert waker.flush(), "the waker thread is stuck"
         jobs.Worker([cfg.queue()]).work(burst=True)
 
     return run

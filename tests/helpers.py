@@ -38,6 +38,15 @@ def count(table: str) -> int:
     return value
 
 
+def _wake_ups_done() -> None:
+    """Requests of the test app wake workers from a thread of this process
+    (delivery/waker.py), as a web process does: a worker started next finds
+    their jobs queued."""
+    from ckanext.webhooks.delivery import waker
+
+    assert waker.flush(), "the waker thread is stuck"
+
+
 class Site:
     """A CKAN config for subprocesses: test.ini plus option overrides."""
 
@@ -53,6 +62,7 @@ class Site:
         self.env = dict(os.environ)
 
     def ckan(self, *args: str, timeout: float = 120, check: bool = True):
+        _wake_ups_done()
         return subprocess.run(
             [CKAN, "-c", self.ini, *args],
             env=self.env,
@@ -63,6 +73,7 @@ class Site:
         )
 
     def popen(self, *args: str) -> subprocess.Popen:
+        _wake_ups_done()
         return subprocess.Popen(
             [CKAN, "-c", self.ini, *args],
             env=self.env,

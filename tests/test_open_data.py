@@ -372,3 +372,84 @@ def test_the_state_of_a_purged_dataset_is_pruned():
     assert count("webhook_dataset_state") == 1
     helpers.call_action("package_patch", id=kept["id"], notes="still followed")
     assert count("webhook_dataset_state") == 1
+
+
+@pytest.mark.usefixtures("with_plugins", "clean_db")
+def test_site_wide_filters_are_found_by_the_index_of_their_first_filter(receiver):
+    """A change is checked against the site-wide webhooks that ask for one of
+    the dataset's values, found by a GIN index per filter; the rest of each
+    webhook's filters must then match on the same side of the change."""
+    import json
+    import re
+
+    import ckan.model as model
+    from sqlalchemy import text
+
+    from ckanext.webhooks.matching import matching_webhooks_sql
+
+    # Index entries of earlier tests' webhooks would count in the plan.
+    engine = model.meta.engine.execution_options(isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text("VACUUM webhook"))
+    group = factories.Group()
+    hooks = {
+        name: subscribe(receiver, "dataset/update", f"/{name}", **filters)
+        for name, filters in {
+            "tag": {"tag": "bus"},
+            "group_and_tag": {"group": group["name"], "tag": "bus"},
+            "group": {"group": group["name"]},
+            "format": {"res_format": "csv"},
+            "licence": {"license_id": "cc-by"},
+            "other_tag": {"tag": "tram"},
+            "other_licence": {"license_id": "odc-odbl", "tag": "bus"},
+        }.items()
+    }
+    unfiltered = subscribe(receiver, "dataset/update", "/all")
+    for n in range(10):  # others that must not even be read
+        subscribe(receiver, "dataset/update", f"/noise{n}", tag=f"noise{n}")
+
+    def facets(**values):
+        return json.dumps(
+            {"org": None, "groups": [], "tags": [], "formats": [], **values}
+        )
+
+    query = matching_webhooks_sql(
+        topics="ARRAY['dataset/update', 'dataset/*', '*']",
+        package_id="CAST(NULL AS text)",
+        previous_package_id="CAST(NULL AS text)",
+        organization_id="CAST(NULL AS text)",
+        previous_organization_id="CAST(NULL AS text)",
+        before="CAST(:before AS jsonb)",
+        after="CAST(:after AS jsonb)",
+    )
+    binds = {
+        # Tagged "bus" before; in the group, with a CSV file and CC-BY after.
+        "before": facets(tags=["bus"], license_id="odc-by"),
+        "after": facets(groups=[group["id"]], formats=["CSV"], license_id="cc-by"),
+    }
+    found = dict(model.Session.execute(text(query), binds).fetchall())
+    assert found == {
+        hooks["tag"]: "left",
+        hooks["group"]: "entered",
+        hooks["format"]: "entered",
+        hooks["licence"]: "entered",
+        unfiltered: "matched",
+    }
+    # Events without a dataset have no facets: only unfiltered webhooks.
+    none = {"before": None, "after": None}
+    assert [row[0] for row in model.Session.execute(text(query), none)] == [unfiltered]
+
+    model.Session.execute(text("SET LOCAL enable_seqscan = off"))
+    plan = "\n".join(
+        row[0]
+        for row in model.Session.execute(
+            text("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + query), binds
+        )
+    )
+    model.Session.rollback()
+    # Each index gives only the webhooks asking for one of the values: of
+    # the 13 whose first filter is a tag, the two asking for "bus".
+    read = dict(
+        re.findall(r"ix_webhook_follows_site_by_(\w+) \(actual rows=(\d+)", plan)
+    )
+    assert read == {"groups": "2", "tags": "2", "formats": "1", "license_id": "1"}, plan

@@ -44,6 +44,7 @@ __all__ = [
     "timeout",
     "verification",
     "verification_hours",
+    "wake_in_background",
 ]
 
 PREFIX = "ckanext.webhooks."
@@ -80,6 +81,10 @@ def retry_schedule() -> list[float]:
 
 def linger_seconds() -> int:
     return _option("linger_seconds")
+
+
+def wake_in_background() -> bool:
+    return _option("wake_in_background")
 
 
 def max_failures() -> int:

@@ -193,9 +193,9 @@ def _after_commit(session: Any) -> None:
     wake = session.info.pop(_WAKE, False)
     _forget(session)
     if wake:
-        from ckanext.webhooks.delivery.queue import wake_workers
+        from ckanext.webhooks.delivery.waker import wake_soon
 
-        wake_workers()
+        wake_soon()
 
 
 def register_session_listeners() -> None:

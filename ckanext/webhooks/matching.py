@@ -4,8 +4,11 @@ A webhook follows one dataset, one organization, or the whole site, for one
 or more topics (``topics``, matched by array overlap). Each kind
 is one branch of a UNION ALL with a partial index of its own, so matching is
 an index lookup whatever the number of webhooks (``bench/write_path.py``
-prints the plan). A dataset (or resource) that moved is matched by its
-previous dataset and organization too.
+prints the plan). Site-wide webhooks with filters are found by the values
+of their first filter (``FILTERS``): a dataset is checked against the
+webhooks that ask for one of its groups, tags, formats or its licence, not
+against every webhook that asks for something. A dataset (or resource) that
+moved is matched by its previous dataset and organization too.
 
 A webhook may also filter by group, tag, resource format and licence
 (``filter_*``: any of the listed values; all given fields must match). They
@@ -19,9 +22,48 @@ webhooks without filters.
 
 from __future__ import annotations
 
-__all__ = ["filters_sql", "label_sql", "matching_webhooks_sql"]
+__all__ = [
+    "FILTERS",
+    "filters_sql",
+    "label_sql",
+    "matching_webhooks_sql",
+    "site_branch_sql",
+]
 
-_MATCHING = """
+# The filters of a site-wide webhook, in the order that decides which
+# branch (and partial GIN index, model.py) finds it: by its first filter.
+# A webhook with filters can only match a dataset that has one of the
+# values of that first filter, before or after the change.
+FILTERS = (
+    ("filter_groups", "groups"),
+    ("filter_tags", "tags"),
+    ("filter_formats", "formats"),
+    ("filter_licenses", "license_id"),
+)
+
+
+def site_branch_sql(position: int | None) -> str:
+    """Which site-wide webhooks a branch finds: those whose first filter is
+    ``FILTERS[position]``, or (None) those without filters."""
+    columns = [column for column, _ in FILTERS]
+    if position is None:
+        return " AND ".join(f"{column} IS NULL" for column in columns)
+    earlier = [f"{column} IS NULL" for column in columns[:position]]
+    return " AND ".join([*earlier, f"{columns[position]} IS NOT NULL"])
+
+
+def _facet_values(facet: str, before: str, after: str) -> str:
+    """The values of one facet before and after, as text[] (empty without
+    facets)."""
+    if facet == "license_id":
+        return f"ARRAY[({before})->>'license_id', ({after})->>'license_id']"
+    either = (
+        f"COALESCE(({before})->'{facet}', '[]') || COALESCE(({after})->'{facet}', '[]')"
+    )
+    return f"ARRAY(SELECT DISTINCT jsonb_array_elements_text({either}))"
+
+
+_DATASET_AND_ORGANIZATION = """
     SELECT w.id, {label} AS filter FROM webhook w
     WHERE w.active AND w.package_id IS NOT NULL
       AND w.package_id IN ({package_id}, {previous_package_id})
@@ -34,13 +76,34 @@ _MATCHING = """
     WHERE w.active AND w.package_id IS NULL AND w.organization_id IS NOT NULL
       AND w.organization_id IN ({organization_id}, {previous_organization_id})
       AND w.topics && {topics}
-      AND {filtered}
+      AND {filtered}"""
+
+_SITE = """
     UNION ALL
-    SELECT w.id, {label} FROM webhook w
+    SELECT w.id, {{label}} FROM webhook w
     WHERE w.active AND w.package_id IS NULL AND w.organization_id IS NULL
-      AND w.topics && {topics}
-      AND {filtered}
-"""
+      AND {branch} AND {found_by}
+      AND w.topics && {{topics}}
+      AND {{filtered}}"""
+
+
+def _matching_sql(before: str, after: str) -> str:
+    """Dataset, organization and the site-wide branches: the latter without
+    filters by topic, the others by the values of their first filter."""
+    site = [
+        _SITE.format(
+            branch=site_branch_sql(None).replace("filter_", "w.filter_"),
+            found_by="true",
+        )
+    ]
+    for position, (column, facet) in enumerate(FILTERS):
+        site.append(
+            _SITE.format(
+                branch=site_branch_sql(position).replace("filter_", "w.filter_"),
+                found_by=f"w.{column} && {_facet_values(facet, before, after)}",
+            )
+        )
+    return _DATASET_AND_ORGANIZATION + "".join(site)
 
 
 def filters_sql(facets: str) -> str:
@@ -86,7 +149,7 @@ def matching_webhooks_sql(
     ``before`` and ``after`` are the event's facets. Each row is a webhook
     and its ``filter``: matched, entered, left (null for events without a
     dataset)."""
-    return _MATCHING.format(
+    return _matching_sql(before, after).format(
         filtered=f"({filters_sql(before)} OR {filters_sql(after)})",
         label=label_sql(before, after),
         topics=topics,

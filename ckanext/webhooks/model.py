@@ -30,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from ckanext.webhooks.http import receiver_host
+from ckanext.webhooks.matching import FILTERS, site_branch_sql
 from ckanext.webhooks.vocabulary import (
     EVENT_PREFIX,
     SECRET_PREFIX,
@@ -79,6 +80,12 @@ def make_secret() -> str:
 def _first_topic(context: Any) -> list[str]:
     """``topics`` when only ``topic`` is given: that one."""
     return [context.get_current_parameters()["topic"]]
+
+
+_SITE_WIDE = "active AND package_id IS NULL AND organization_id IS NULL"
+# Matching reads these on every change; webhooks are written seldom. Without
+# a pending list, a lookup never scans entries not yet merged into the index.
+_READ_MOSTLY_GIN = {"fastupdate": "off"}
 
 
 class Webhook(tk.BaseModel):
@@ -172,7 +179,7 @@ class Webhook(tk.BaseModel):
         ceilings = [r for r in (self.allowed_rate, self.rate_limit) if r]
         return min(ceilings) if ceilings else None
 
-    # One partial index per kind of subscription (see events.MATCHING).
+    # One partial index per kind of subscription (see matching.py).
     __table_args__ = (
         Index(
             "ix_webhook_follows_dataset",
@@ -190,9 +197,18 @@ class Webhook(tk.BaseModel):
             "ix_webhook_follows_site",
             "topics",
             postgresql_using="gin",
-            postgresql_where=text(
-                "active AND package_id IS NULL AND organization_id IS NULL"
-            ),
+            postgresql_with=_READ_MOSTLY_GIN,
+            postgresql_where=text(f"{_SITE_WIDE} AND {site_branch_sql(None)}"),
+        ),
+        *(
+            Index(
+                f"ix_webhook_follows_site_by_{facet}",
+                column,
+                postgresql_using="gin",
+                postgresql_with=_READ_MOSTLY_GIN,
+                postgresql_where=text(f"{_SITE_WIDE} AND {site_branch_sql(position)}"),
+            )
+            for position, (column, facet) in enumerate(FILTERS)
         ),
         Index("ix_webhook_address", "address"),
         Index(

@@ -1,0 +1,120 @@
+"""Waking delivery after a commit, without holding up the request.
+
+Once a transaction that recorded wanted events commits, a delivery job must
+be woken (``queue.wake_workers``: a Redis round trip, and an RQ enqueue when
+no job waits or lingers). In a web request that would be the plugin's only
+network I/O, paid by the user who saved a dataset, and held up as long as
+Redis is slow. So a thread of the web process does it: the request only sets
+an event, and the thread wakes workers once for however many commits asked
+meanwhile.
+
+Everywhere else (CLI commands, jobs, scripts) it is done at once: such a
+process may end right after its commit, an RQ work horse by ``os._exit``,
+which runs no exit handlers. So is it where threads do not run between
+requests (uWSGI without ``enable-threads``), or when
+``ckanext.webhooks.wake_in_background`` is off.
+
+Nothing is lost if a wake-up is: a job that lingers is woken by PostgreSQL's
+NOTIFY at commit anyway, and ``ckan webhooks dispatch`` hands waiting events
+to a worker.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+import threading
+
+from flask import has_request_context
+
+from ckanext.webhooks import config as cfg
+
+__all__ = ["flush", "wake_soon"]
+
+log = logging.getLogger(__name__)
+
+# How long a process that exits waits for a wake-up it has promised.
+_EXIT_WAIT_SECONDS = 2.0
+
+
+class _Waker:
+    """A daemon thread that calls ``queue.wake_workers`` when asked, with
+    the asks made meanwhile coalesced into one call."""
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+        atexit.register(self.flush, _EXIT_WAIT_SECONDS)
+
+    def _reset(self) -> None:
+        # New locks in a forked child: the parent's may have been held by a
+        # thread that the child does not have.
+        self._changed = threading.Condition()
+        self._asked = 0  # asks so far
+        self._answered = 0  # asks covered by a finished wake-up
+        self._thread: threading.Thread | None = None
+
+    def ask(self) -> None:
+        with self._changed:
+            self._asked += 1
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="webhooks-waker", daemon=True
+                )
+                self._thread.start()
+            self._changed.notify_all()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every ask made so far is answered; False on timeout."""
+        with self._changed:
+            target = self._asked
+            return self._changed.wait_for(lambda: self._answered >= target, timeout)
+
+    def _run(self) -> None:
+        from ckanext.webhooks.delivery.queue import wake_workers
+
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._asked > self._answered)
+                target = self._asked
+            wake_workers()  # never raises
+            with self._changed:
+                self._answered = target
+                self._changed.notify_all()
+
+
+_WAKER = _Waker()
+
+
+def _threads_run_between_requests() -> bool:
+    """False under uWSGI without threads: it keeps the interpreter's lock
+    while it waits for a request, so a thread would run only during one."""
+    uwsgi = sys.modules.get("uwsgi")
+    if uwsgi is None:
+        return True
+    options = getattr(uwsgi, "opt", {})
+    enabled = options.get("enable-threads") or options.get("threads")
+    return enabled not in (None, False, b"", b"0", b"false", "", "0", "false")
+
+
+def wake_soon() -> None:
+    """Wake delivery after this commit: from the web process's thread in a
+    request, at once elsewhere."""
+    if (
+        has_request_context()
+        and cfg.wake_in_background()
+        and _threads_run_between_requests()
+    ):
+        _WAKER.ask()
+    else:
+        from ckanext.webhooks.delivery.queue import wake_workers
+
+        wake_workers()
+
+
+def flush(timeout: float = 10.0) -> bool:
+    """Wait for the wake-ups asked of this process's thread so far (tests,
+    and a process about to exit); False if they did not finish in time."""
+    return _WAKER.flush(timeout)
