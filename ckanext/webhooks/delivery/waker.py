@@ -4,14 +4,15 @@ Once a transaction that recorded wanted events commits, a delivery job must
 be woken (``queue.wake_workers``: a Redis round trip, and an RQ enqueue when
 no job waits or lingers). In a web request that would be the plugin's only
 network I/O, paid by the user who saved a dataset, and held up as long as
-Redis is slow. So a thread of the web process does it: the request only sets
-an event, and the thread wakes workers once for however many commits asked
-meanwhile.
+Redis is slow. So a thread of the web process does it: the request only
+notes the ask, and the thread wakes workers once for however many commits
+asked meanwhile.
 
-Everywhere else (CLI commands, jobs, scripts) it is done at once: such a
-process may end right after its commit, an RQ work horse by ``os._exit``,
-which runs no exit handlers. So is it where threads do not run between
-requests (uWSGI without ``enable-threads``), or when
+Only a request the web server dispatched counts (Flask's ``request_started``;
+not a request context pushed by a CLI command or a job). Everywhere else it
+is done at once: such a process may end right after its commit, an RQ work
+horse by ``os._exit``, which runs no exit handlers. So is it where threads
+do not run between requests (uWSGI without ``enable-threads``), or when
 ``ckanext.webhooks.wake_in_background`` is off.
 
 Nothing is lost if a wake-up is: a job that lingers is woken by PostgreSQL's
@@ -27,7 +28,7 @@ import os
 import sys
 import threading
 
-from flask import has_request_context
+from flask import g, has_request_context, request_started
 
 from ckanext.webhooks import config as cfg
 
@@ -73,13 +74,13 @@ class _Waker:
             return self._changed.wait_for(lambda: self._answered >= target, timeout)
 
     def _run(self) -> None:
-        from ckanext.webhooks.delivery.queue import wake_workers
+        from ckanext.webhooks.delivery import queue
 
         while True:
             with self._changed:
                 self._changed.wait_for(lambda: self._asked > self._answered)
                 target = self._asked
-            wake_workers()  # never raises
+            queue.wake_workers()  # never raises
             with self._changed:
                 self._answered = target
                 self._changed.notify_all()
@@ -99,19 +100,34 @@ def _threads_run_between_requests() -> bool:
     return enabled not in (None, False, b"", b"0", b"false", "", "0", "false")
 
 
+# Set on flask.g when the web server dispatches a request.
+_DISPATCHED = "webhooks_dispatched"
+
+
+def _note_dispatch(sender: object, **extra: object) -> None:
+    setattr(g, _DISPATCHED, True)
+
+
+request_started.connect(_note_dispatch, weak=False)
+
+
+def _in_served_request() -> bool:
+    return has_request_context() and g.get(_DISPATCHED, False)
+
+
 def wake_soon() -> None:
     """Wake delivery after this commit: from the web process's thread in a
-    request, at once elsewhere."""
+    request it serves, at once elsewhere."""
     if (
-        has_request_context()
+        _in_served_request()
         and cfg.wake_in_background()
         and _threads_run_between_requests()
     ):
         _WAKER.ask()
     else:
-        from ckanext.webhooks.delivery.queue import wake_workers
+        from ckanext.webhooks.delivery import queue
 
-        wake_workers()
+        queue.wake_workers()
 
 
 def flush(timeout: float = 10.0) -> bool:
