@@ -42,10 +42,11 @@ FILTERS = (
 )
 
 
-def site_branch_sql(position: int | None) -> str:
+def site_branch_sql(position: int | None, alias: str = "") -> str:
     """Which site-wide webhooks a branch finds: those whose first filter is
-    ``FILTERS[position]``, or (None) those without filters."""
-    columns = [column for column, _ in FILTERS]
+    ``FILTERS[position]``, or (None) those without filters; ``alias`` is
+    the table's, with its dot."""
+    columns = [f"{alias}{column}" for column, _ in FILTERS]
     if position is None:
         return " AND ".join(f"{column} IS NULL" for column in columns)
     earlier = [f"{column} IS NULL" for column in columns[:position]]
@@ -78,32 +79,15 @@ _DATASET_AND_ORGANIZATION = """
       AND w.topics && {topics}
       AND {filtered}"""
 
+# Site-wide: without filters found by topic, the others by the values of
+# their first filter.
 _SITE = """
     UNION ALL
-    SELECT w.id, {{label}} FROM webhook w
+    SELECT w.id, {label} FROM webhook w
     WHERE w.active AND w.package_id IS NULL AND w.organization_id IS NULL
       AND {branch} AND {found_by}
-      AND w.topics && {{topics}}
-      AND {{filtered}}"""
-
-
-def _matching_sql(before: str, after: str) -> str:
-    """Dataset, organization and the site-wide branches: the latter without
-    filters by topic, the others by the values of their first filter."""
-    site = [
-        _SITE.format(
-            branch=site_branch_sql(None).replace("filter_", "w.filter_"),
-            found_by="true",
-        )
-    ]
-    for position, (column, facet) in enumerate(FILTERS):
-        site.append(
-            _SITE.format(
-                branch=site_branch_sql(position).replace("filter_", "w.filter_"),
-                found_by=f"w.{column} && {_facet_values(facet, before, after)}",
-            )
-        )
-    return _DATASET_AND_ORGANIZATION + "".join(site)
+      AND w.topics && {topics}
+      AND {filtered}"""
 
 
 def filters_sql(facets: str) -> str:
@@ -149,12 +133,23 @@ def matching_webhooks_sql(
     ``before`` and ``after`` are the event's facets. Each row is a webhook
     and its ``filter``: matched, entered, left (null for events without a
     dataset)."""
-    return _matching_sql(before, after).format(
-        filtered=f"({filters_sql(before)} OR {filters_sql(after)})",
-        label=label_sql(before, after),
-        topics=topics,
+    common = {
+        "label": label_sql(before, after),
+        "topics": topics,
+        "filtered": f"({filters_sql(before)} OR {filters_sql(after)})",
+    }
+    site = [_SITE.format(branch=site_branch_sql(None, "w."), found_by="true", **common)]
+    for position, (column, facet) in enumerate(FILTERS):
+        found_by = f"w.{column} && {_facet_values(facet, before, after)}"
+        site.append(
+            _SITE.format(
+                branch=site_branch_sql(position, "w."), found_by=found_by, **common
+            )
+        )
+    return _DATASET_AND_ORGANIZATION.format(
         package_id=package_id,
         previous_package_id=previous_package_id,
         organization_id=organization_id,
         previous_organization_id=previous_organization_id,
-    )
+        **common,
+    ) + "".join(site)

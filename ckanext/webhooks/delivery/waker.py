@@ -80,7 +80,10 @@ class _Waker:
             with self._changed:
                 self._changed.wait_for(lambda: self._asked > self._answered)
                 target = self._asked
-            queue.wake_workers()  # never raises
+            try:
+                queue.wake_workers()  # logs its own failures
+            except Exception:
+                log.exception("webhooks: the waker failed; events wait")
             with self._changed:
                 self._answered = target
                 self._changed.notify_all()
