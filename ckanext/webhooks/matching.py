@@ -5,9 +5,9 @@ or more topics (``topics``, matched by array overlap). Each kind
 is one branch of a UNION ALL with a partial index of its own, so matching is
 an index lookup whatever the number of webhooks (``bench/write_path.py``
 prints the plan). Site-wide webhooks with filters are found by the values
-of their first filter (``FILTERS``): a dataset is checked against the
-webhooks that ask for one of its groups, tags, formats or its licence, not
-against every webhook that asks for something. A dataset (or resource) that
+of their first filter (``first_filter_sql``): a dataset is checked against
+the webhooks that ask for one of its groups, tags, formats or its licence,
+not against every webhook that asks for something. A dataset (or resource) that
 moved is matched by its previous dataset and organization too.
 
 A webhook may also filter by group, tag, resource format and licence
@@ -23,48 +23,47 @@ webhooks without filters.
 from __future__ import annotations
 
 __all__ = [
-    "FILTERS",
+    "FILTER_COLUMNS",
     "filters_sql",
+    "first_filter_sql",
     "label_sql",
     "matching_webhooks_sql",
-    "site_branch_sql",
+    "no_filters_sql",
 ]
 
-# The filters of a site-wide webhook, in the order that decides which
-# branch (and partial GIN index, model.py) finds it: by its first filter.
-# A webhook with filters can only match a dataset that has one of the
-# values of that first filter, before or after the change.
-FILTERS = (
-    ("filter_groups", "groups"),
-    ("filter_tags", "tags"),
-    ("filter_formats", "formats"),
-    ("filter_licenses", "license_id"),
-)
+# A site-wide webhook with filters is found by its first filter: the first
+# of these columns that is set (one GIN index on the expression, model.py).
+# It can only match a dataset that has one of that filter's values, before
+# or after the change; the facets' values are looked up together (a tag
+# that happens to equal a format's name only adds a candidate, whose
+# filters are then checked in full).
+FILTER_COLUMNS = ("filter_groups", "filter_tags", "filter_formats", "filter_licenses")
+_LIST_FACETS = ("groups", "tags", "formats")
 
 
-def site_branch_sql(position: int | None, alias: str = "") -> str:
-    """Which site-wide webhooks a branch finds: those whose first filter is
-    ``FILTERS[position]``, or (None) those without filters; ``alias`` is
-    the table's, with its dot."""
-    columns = [f"{alias}{column}" for column, _ in FILTERS]
-    if position is None:
-        return " AND ".join(f"{column} IS NULL" for column in columns)
-    earlier = [f"{column} IS NULL" for column in columns[:position]]
-    return " AND ".join([*earlier, f"{columns[position]} IS NOT NULL"])
+def first_filter_sql(alias: str = "") -> str:
+    """The values of a webhook's first filter (null without filters);
+    ``alias`` is the table's, with its dot."""
+    return f"COALESCE({', '.join(alias + column for column in FILTER_COLUMNS)})"
 
 
-def _facet_values(facet: str, before: str, after: str) -> str:
-    """The values of one facet before and after, as text[] (empty without
+def no_filters_sql(alias: str = "") -> str:
+    return " AND ".join(f"{alias}{column} IS NULL" for column in FILTER_COLUMNS)
+
+
+def _facet_values(before: str, after: str) -> str:
+    """Every value of the facets before and after, as text[] (empty without
     facets)."""
-    if facet == "license_id":
-        return f"ARRAY[({before})->>'license_id', ({after})->>'license_id']"
-    either = (
-        f"COALESCE(({before})->'{facet}', '[]') || COALESCE(({after})->'{facet}', '[]')"
+    lists = " || ".join(
+        f"COALESCE(({side})->'{facet}', '[]')"
+        for side in (before, after)
+        for facet in _LIST_FACETS
     )
-    return f"ARRAY(SELECT DISTINCT jsonb_array_elements_text({either}))"
+    return f"""(ARRAY(SELECT DISTINCT jsonb_array_elements_text({lists}))
+        || ARRAY[({before})->>'license_id', ({after})->>'license_id'])"""
 
 
-_DATASET_AND_ORGANIZATION = """
+_MATCHING = """
     SELECT w.id, {label} AS filter FROM webhook w
     WHERE w.active AND w.package_id IS NOT NULL
       AND w.package_id IN ({package_id}, {previous_package_id})
@@ -77,17 +76,19 @@ _DATASET_AND_ORGANIZATION = """
     WHERE w.active AND w.package_id IS NULL AND w.organization_id IS NOT NULL
       AND w.organization_id IN ({organization_id}, {previous_organization_id})
       AND w.topics && {topics}
-      AND {filtered}"""
-
-# Site-wide: without filters found by topic, the others by the values of
-# their first filter.
-_SITE = """
+      AND {filtered}
     UNION ALL
     SELECT w.id, {label} FROM webhook w
     WHERE w.active AND w.package_id IS NULL AND w.organization_id IS NULL
-      AND {branch} AND {found_by}
+      AND {no_filters}
       AND w.topics && {topics}
-      AND {filtered}"""
+    UNION ALL
+    SELECT w.id, {label} FROM webhook w
+    WHERE w.active AND w.package_id IS NULL AND w.organization_id IS NULL
+      AND {first_filter} IS NOT NULL AND {first_filter} && {values}
+      AND w.topics && {topics}
+      AND {filtered}
+"""
 
 
 def filters_sql(facets: str) -> str:
@@ -133,23 +134,15 @@ def matching_webhooks_sql(
     ``before`` and ``after`` are the event's facets. Each row is a webhook
     and its ``filter``: matched, entered, left (null for events without a
     dataset)."""
-    common = {
-        "label": label_sql(before, after),
-        "topics": topics,
-        "filtered": f"({filters_sql(before)} OR {filters_sql(after)})",
-    }
-    site = [_SITE.format(branch=site_branch_sql(None, "w."), found_by="true", **common)]
-    for position, (column, facet) in enumerate(FILTERS):
-        found_by = f"w.{column} && {_facet_values(facet, before, after)}"
-        site.append(
-            _SITE.format(
-                branch=site_branch_sql(position, "w."), found_by=found_by, **common
-            )
-        )
-    return _DATASET_AND_ORGANIZATION.format(
+    return _MATCHING.format(
+        filtered=f"({filters_sql(before)} OR {filters_sql(after)})",
+        label=label_sql(before, after),
+        topics=topics,
         package_id=package_id,
         previous_package_id=previous_package_id,
         organization_id=organization_id,
         previous_organization_id=previous_organization_id,
-        **common,
-    ) + "".join(site)
+        no_filters=no_filters_sql("w."),
+        first_filter=first_filter_sql("w."),
+        values=_facet_values(before, after),
+    )

@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from ckanext.webhooks.http import receiver_host
-from ckanext.webhooks.matching import FILTERS, site_branch_sql
+from ckanext.webhooks.matching import first_filter_sql, no_filters_sql
 from ckanext.webhooks.vocabulary import (
     EVENT_PREFIX,
     SECRET_PREFIX,
@@ -198,17 +198,14 @@ class Webhook(tk.BaseModel):
             "topics",
             postgresql_using="gin",
             postgresql_with=_READ_MOSTLY_GIN,
-            postgresql_where=text(f"{_SITE_WIDE} AND {site_branch_sql(None)}"),
+            postgresql_where=text(f"{_SITE_WIDE} AND {no_filters_sql()}"),
         ),
-        *(
-            Index(
-                f"ix_webhook_follows_site_by_{facet}",
-                column,
-                postgresql_using="gin",
-                postgresql_with=_READ_MOSTLY_GIN,
-                postgresql_where=text(f"{_SITE_WIDE} AND {site_branch_sql(position)}"),
-            )
-            for position, (column, facet) in enumerate(FILTERS)
+        Index(
+            "ix_webhook_follows_site_filtered",
+            text(f"({first_filter_sql()})"),
+            postgresql_using="gin",
+            postgresql_with=_READ_MOSTLY_GIN,
+            postgresql_where=text(f"{_SITE_WIDE} AND {first_filter_sql()} IS NOT NULL"),
         ),
         Index("ix_webhook_address", "address"),
         Index(
