@@ -8,12 +8,16 @@ import ckan.plugins.toolkit as tk
 from ckan.exceptions import CkanConfigurationException
 
 from ckanext.webhooks import events, redaction, signing_keys
+from ckanext.webhooks.delivery import waker
 
 log = logging.getLogger(__name__)
 
 # The transaction hooks (prior states, wake-up after commit) must exist before
-# the first change; they only act on what ``notify`` recorded.
+# the first change; they only act on what ``notify`` recorded. So must the
+# note of which requests a web server dispatched (whose wake-ups a thread
+# makes).
 events.register_session_listeners()
+waker.watch_requests()
 
 
 @tk.blanket.actions

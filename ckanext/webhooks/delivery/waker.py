@@ -32,7 +32,7 @@ from flask import g, has_request_context, request_started
 
 from ckanext.webhooks import config as cfg
 
-__all__ = ["flush", "wake_soon"]
+__all__ = ["flush", "wake_soon", "watch_requests"]
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,9 @@ def _note_dispatch(sender: object, **extra: object) -> None:
     setattr(g, _DISPATCHED, True)
 
 
-request_started.connect(_note_dispatch, weak=False)
+def watch_requests() -> None:
+    """Note the requests the web server dispatches (once is enough)."""
+    request_started.connect(_note_dispatch, weak=False)
 
 
 def _in_served_request() -> bool:
