@@ -120,6 +120,25 @@ class TestWaker:
         assert receiver.wait_for(1)
         assert receiver.bodies()[0]["entity"]["notes"] == "saved"
 
+    def test_a_burst_of_saves_wakes_once_after_the_rest(
+        self, app, receiver, wakes, run_jobs, monkeypatch
+    ):
+        # A harvest or a bulk edit: the thread wakes workers at once, rests,
+        # then wakes once for every save made while it rested.
+        monkeypatch.setattr(waker, "_REST_SECONDS", 2.0)
+        dataset = factories.Dataset()
+        helpers.call_action(
+            "webhook_create", topic="dataset/update", address=receiver.url
+        )
+        for n in range(5):
+            patch_through_the_web(app, dataset, notes=f"save {n}")
+        assert waker.flush()
+        assert 1 <= len(wakes) <= 2
+        assert set(wakes) == {"webhooks-waker"}
+        run_jobs()
+        assert receiver.wait_for(5)
+        assert len({body["id"] for body in receiver.bodies()}) == 5
+
     @pytest.mark.ckan_config("ckanext.webhooks.wake_in_background", "false")
     def test_switched_off_the_request_wakes_after_its_commit(
         self, app, receiver, wakes

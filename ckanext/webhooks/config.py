@@ -8,6 +8,7 @@ the ini file.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -52,7 +53,21 @@ PREFIX = "ckanext.webhooks."
 
 def _option(name: str) -> Any:
     key = PREFIX + name
-    return config_declaration[key].normalize(tk.config.get(key))
+    raw = tk.config.get(key)
+    try:
+        value = _normalized(key, raw)
+    except TypeError:  # unhashable: a list or dict set at run time
+        return config_declaration[key].normalize(raw)
+    # The cached value is shared: a caller gets its own copy of a container.
+    return type(value)(value) if isinstance(value, (list, dict, set)) else value
+
+
+@functools.lru_cache(maxsize=512)
+def _normalized(key: str, raw: Any) -> Any:
+    """Normalizing runs CKAN's validators (about 10 µs; some options are
+    read on every change): once per option and raw value, which is all the
+    result depends on."""
+    return config_declaration[key].normalize(raw)
 
 
 def minimum_auth() -> str:

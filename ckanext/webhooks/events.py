@@ -25,7 +25,8 @@ import ckan.model as model
 import ckan.plugins as p
 from ckan.model.domain_object import DomainObjectOperation
 from sqlalchemy import event as sa_event
-from sqlalchemy import inspect, text
+from sqlalchemy import text
+from sqlalchemy.orm.attributes import PASSIVE_NO_INITIALIZE, get_history
 
 from ckanext.webhooks import dataset_state, prepared, topics
 from ckanext.webhooks.dataset_state import DATA_FIELDS
@@ -103,6 +104,7 @@ def _insert_events_sql(*, dataset: bool) -> str:
         previous_organization_id=":previous_organization_id",
         before="f.before",
         after="f.after",
+        labelled=False,
     )
     return f"""
     WITH {facts},
@@ -166,9 +168,10 @@ def _remember_prior_values(session: Any, flush_context: Any, instances: Any) -> 
         names = _TRACKED.get(type(obj))
         if not names:
             continue
-        attrs = inspect(obj).attrs
         for name in names:
-            deleted = attrs[name].history.deleted
+            # Without loading what is not loaded (an unloaded value is
+            # unchanged).
+            deleted = get_history(obj, name, PASSIVE_NO_INITIALIZE).deleted
             if deleted:
                 prior.setdefault((type(obj).__name__, obj.id, name), deleted[0])
 

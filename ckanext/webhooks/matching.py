@@ -129,14 +129,17 @@ def matching_webhooks_sql(
     previous_organization_id: str,
     before: str,
     after: str,
+    labelled: bool = True,
 ) -> str:
     """The query, with SQL expressions (bind parameters or columns) filled in;
     ``before`` and ``after`` are the event's facets. Each row is a webhook
     and its ``filter``: matched, entered, left (null for events without a
-    dataset)."""
+    dataset, and when not ``labelled``: a caller that only asks whether
+    some webhook wants the event spares PostgreSQL the label's
+    expressions)."""
     return _MATCHING.format(
         filtered=f"({filters_sql(before)} OR {filters_sql(after)})",
-        label=label_sql(before, after),
+        label=label_sql(before, after) if labelled else "NULL",
         topics=topics,
         package_id=package_id,
         previous_package_id=previous_package_id,

@@ -27,6 +27,7 @@ import logging
 import os
 import sys
 import threading
+import time
 
 from flask import g, has_request_context, request_started
 
@@ -39,10 +40,20 @@ log = logging.getLogger(__name__)
 # How long a process that exits waits for a wake-up it has promised.
 _EXIT_WAIT_SECONDS = 2.0
 
+# The thread rests this long after each wake-up; asks made meanwhile are
+# answered by one wake-up at the end of the rest. A burst of saves (a
+# harvest, a bulk edit) then costs Redis a few calls a second per process
+# instead of one per save, and the requests' own threads lose the
+# interpreter's lock to the waker less often. A job that lingers is woken by
+# NOTIFY at the commit whatever the thread does; the rest delays only the
+# queueing of a new job, which its start-up outlasts.
+_REST_SECONDS = 0.1
+
 
 class _Waker:
     """A daemon thread that calls ``queue.wake_workers`` when asked, with
-    the asks made meanwhile coalesced into one call."""
+    the asks made meanwhile, or while it rests after a call, coalesced into
+    one call."""
 
     def __init__(self) -> None:
         self._reset()
@@ -87,6 +98,7 @@ class _Waker:
             with self._changed:
                 self._answered = target
                 self._changed.notify_all()
+            time.sleep(_REST_SECONDS)
 
 
 _WAKER = _Waker()
