@@ -6,7 +6,8 @@ no job waits or lingers). In a web request that would be the plugin's only
 network I/O, paid by the user who saved a dataset, and held up as long as
 Redis is slow. So a thread of the web process does it: the request only
 notes the ask, and the thread wakes workers once for however many commits
-asked meanwhile.
+asked meanwhile, then rests briefly (``_REST_SECONDS``) so that a burst of
+saves costs a few calls a second.
 
 Only a request the web server dispatched counts (Flask's ``request_started``;
 not a request context pushed by a CLI command or a job). Everywhere else it
