@@ -6,8 +6,11 @@ One process, one dataset, 10,000 registered webhooks of which 1% match the
 dataset's updates. The same ``POST /api/3/action/package_update`` is timed
 with the plugin loaded and with it unloaded (its session listeners detached
 too), alternating in rounds so that both sides share the machine's noise.
-Then the statement that writes the outbox row is captured from a real update
-and explained, to show that matching is an index lookup.
+Then the recording statement's share is measured inside the request,
+against a stand-in that carries the same parameters through the same round
+trip and does nothing, alternating update by update; and the statement is
+captured from a real update and explained, to show that matching is an
+index lookup.
 """
 
 from __future__ import annotations
@@ -182,6 +185,52 @@ def timed_updates(
     return times
 
 
+def recording_cost(
+    client: Any, token: str, dataset: dict[str, Any], count: int
+) -> dict[str, float]:
+    """Median seconds, inside the request, of the statement that records an
+    update (``recording``) and of a stand-in that sends the same parameters
+    through the same savepoint and round trip but reads and writes nothing
+    (``round_trip``). The two alternate update by update, so that both share
+    the machine's drift, which moves a round's median by more than the
+    statement costs."""
+    from ckanext.webhooks import events, prepared
+
+    real = events._INSERT_DATASET_EVENTS
+    carried = ", ".join(f"CAST(:{name} AS text)" for name in real.parameters)
+    stand_in = prepared.Statement(
+        "bench_round_trip",
+        f"SELECT set_config('{events._WANTED_SETTING}', 'false', true), {carried}",
+    )
+    timed: list[float] = []
+    run = prepared.Statement.run
+
+    def timing(statement: Any, session: Any, params: Any, **around: str) -> Any:
+        started = time.perf_counter()
+        try:
+            return run(statement, session, params, **around)
+        finally:
+            if statement in (real, stand_in):
+                timed.append(time.perf_counter() - started)
+
+    samples: dict[str, list[float]] = {"recording": [], "round_trip": []}
+    prepared.Statement.run = timing  # type: ignore[method-assign]
+    try:
+        for n in range(2 * count):
+            name, statement = (
+                ("recording", real) if n % 2 == 0 else ("round_trip", stand_in)
+            )
+            events._INSERT_DATASET_EVENTS = statement
+            timed.clear()
+            timed_updates(client, token, dataset, 1, "split")
+            if n >= 4:  # the stand-in's first runs prepare it
+                samples[name] += timed
+    finally:
+        prepared.Statement.run = run  # type: ignore[method-assign]
+        events._INSERT_DATASET_EVENTS = real
+    return {name: median(values) for name, values in samples.items()}
+
+
 def explain_matching(client: Any, token: str, dataset: dict[str, Any]) -> str:
     """Capture the statement that records a real update, then EXPLAIN ANALYZE
     it (in a transaction that is rolled back)."""
@@ -273,6 +322,7 @@ def main() -> None:
             samples[enabled] += times
             round_medians[enabled].append(median(times))
     switch.set(True)
+    split = recording_cost(client, admin["token"], dataset, 200)
     plan = explain_matching(client, admin["token"], dataset)
     plan_unmatched = explain_matching(client, admin["token"], unsubscribed)
     if not args.keep:
@@ -335,6 +385,21 @@ def main() -> None:
     print(
         "p95 ratio without full GCs: "
         f"{percentile(net[True], 0.95) / percentile(net[False], 0.95):.3f}"
+    )
+
+    # Where the plugin's time goes: the statement against the update.
+    def fine(value: float) -> str:
+        return f"{1000 * value:.3f} ms"
+
+    without = rows[0][0]
+    work = split["recording"] - split["round_trip"]
+    print(
+        f"recording statement in the request (median of {200 - 2} updates, "
+        f"alternating): {fine(split['recording'])}; a stand-in with the same "
+        f"parameters and round trip: {fine(split['round_trip'])}; so "
+        f"PostgreSQL's own work is {fine(work)}, "
+        f"{100 * work / without:.1f}% of a plugin-off update, and the round "
+        f"trip {100 * split['round_trip'] / without:.1f}%"
     )
     for title, text in (
         ("a dataset with subscribers", plan),
