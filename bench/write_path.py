@@ -41,6 +41,7 @@ TARGET = 1.10
 TARGET_ROUND_2 = 1.05
 WARM_UP = 3  # untimed updates after each switch
 SESSION_EVENTS = ("before_flush", "before_commit", "after_commit", "after_rollback")
+SPLIT_UPDATES = 200  # per variant, for the split of the recording's time
 
 
 def seed_webhooks(total: int, dataset: dict[str, Any]) -> int:
@@ -322,7 +323,7 @@ def main() -> None:
             samples[enabled] += times
             round_medians[enabled].append(median(times))
     switch.set(True)
-    split = recording_cost(client, admin["token"], dataset, 200)
+    split = recording_cost(client, admin["token"], dataset, SPLIT_UPDATES)
     plan = explain_matching(client, admin["token"], dataset)
     plan_unmatched = explain_matching(client, admin["token"], unsubscribed)
     if not args.keep:
@@ -394,10 +395,10 @@ def main() -> None:
     without = rows[0][0]
     work = split["recording"] - split["round_trip"]
     print(
-        f"recording statement in the request (median of {200 - 2} updates, "
-        f"alternating): {fine(split['recording'])}; a stand-in with the same "
-        f"parameters and round trip: {fine(split['round_trip'])}; so "
-        f"PostgreSQL's own work is {fine(work)}, "
+        f"recording statement in the request (median of {SPLIT_UPDATES} "
+        f"updates each, alternating): {fine(split['recording'])}; a stand-in "
+        f"with the same parameters and round trip: {fine(split['round_trip'])}; "
+        f"so PostgreSQL's own work is {fine(work)}, "
         f"{100 * work / without:.1f}% of a plugin-off update, and the round "
         f"trip {100 * split['round_trip'] / without:.1f}%"
     )
