@@ -216,15 +216,16 @@ def recording_cost(
 
     samples: dict[str, list[float]] = {"recording": [], "round_trip": []}
     prepared.Statement.run = timing  # type: ignore[method-assign]
+    variants = (("recording", real), ("round_trip", stand_in))
     try:
-        for n in range(2 * count):
-            name, statement = (
-                ("recording", real) if n % 2 == 0 else ("round_trip", stand_in)
-            )
+        for _, statement in variants:  # the stand-in's first run prepares it
             events._INSERT_DATASET_EVENTS = statement
-            timed.clear()
-            timed_updates(client, token, dataset, 1, "split")
-            if n >= 4:  # the stand-in's first runs prepare it
+            timed_updates(client, token, dataset, 2, "split warm-up")
+        for _ in range(count):
+            for name, statement in variants:
+                events._INSERT_DATASET_EVENTS = statement
+                timed.clear()
+                timed_updates(client, token, dataset, 1, "split")
                 samples[name] += timed
     finally:
         prepared.Statement.run = run  # type: ignore[method-assign]
