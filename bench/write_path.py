@@ -186,6 +186,28 @@ def timed_updates(
     return times
 
 
+@contextlib.contextmanager
+def statements_watched(watch: Any) -> Any:
+    """Call ``watch(statement, params, seconds)`` after each prepared
+    statement the plugin runs (``prepared.Statement.run``) while inside."""
+    from ckanext.webhooks import prepared
+
+    run = prepared.Statement.run
+
+    def watched(statement: Any, session: Any, params: Any, **around: str) -> Any:
+        started = time.perf_counter()
+        try:
+            return run(statement, session, params, **around)
+        finally:
+            watch(statement, params, time.perf_counter() - started)
+
+    prepared.Statement.run = watched  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        prepared.Statement.run = run  # type: ignore[method-assign]
+
+
 def recording_cost(
     client: Any, token: str, dataset: dict[str, Any], count: int
 ) -> dict[str, float]:
@@ -204,31 +226,25 @@ def recording_cost(
         f"SELECT set_config('{events._WANTED_SETTING}', 'false', true), {carried}",
     )
     timed: list[float] = []
-    run = prepared.Statement.run
 
-    def timing(statement: Any, session: Any, params: Any, **around: str) -> Any:
-        started = time.perf_counter()
-        try:
-            return run(statement, session, params, **around)
-        finally:
-            if statement in (real, stand_in):
-                timed.append(time.perf_counter() - started)
+    def timing(statement: Any, params: Any, seconds: float) -> None:
+        if statement in (real, stand_in):
+            timed.append(seconds)
 
     samples: dict[str, list[float]] = {"recording": [], "round_trip": []}
-    prepared.Statement.run = timing  # type: ignore[method-assign]
     variants = (("recording", real), ("round_trip", stand_in))
     try:
         for _, statement in variants:  # the stand-in's first run prepares it
             events._INSERT_DATASET_EVENTS = statement
             timed_updates(client, token, dataset, 2, "split warm-up")
-        for _ in range(count):
-            for name, statement in variants:
-                events._INSERT_DATASET_EVENTS = statement
-                timed.clear()
-                timed_updates(client, token, dataset, 1, "split")
-                samples[name] += timed
+        with statements_watched(timing):
+            for _ in range(count):
+                for name, statement in variants:
+                    events._INSERT_DATASET_EVENTS = statement
+                    timed.clear()
+                    timed_updates(client, token, dataset, 1, "split")
+                    samples[name] += timed
     finally:
-        prepared.Statement.run = run  # type: ignore[method-assign]
         events._INSERT_DATASET_EVENTS = real
     return {name: median(values) for name, values in samples.items()}
 
@@ -239,21 +255,14 @@ def explain_matching(client: Any, token: str, dataset: dict[str, Any]) -> str:
     import ckan.model as model
     from sqlalchemy import text
 
-    from ckanext.webhooks import prepared
-
     captured: list[tuple[str, dict[str, Any]]] = []
-    run = prepared.Statement.run
 
-    def capture(statement: Any, session: Any, params: Any, **around: str) -> Any:
+    def capture(statement: Any, params: Any, seconds: float) -> None:
         if "INSERT INTO webhook_event" in statement.sql:
             captured.append((statement.sql, dict(params)))
-        return run(statement, session, params, **around)
 
-    prepared.Statement.run = capture  # type: ignore[method-assign]
-    try:
+    with statements_watched(capture):
         timed_updates(client, token, dataset, 1, "explain")
-    finally:
-        prepared.Statement.run = run  # type: ignore[method-assign]
     if not captured:
         return "(no outbox INSERT captured: is the plugin loaded?)"
     statement, parameters = captured[0]
