@@ -361,20 +361,6 @@ class TestFormAndCli:
 
 
 @pytest.mark.usefixtures("with_plugins", "clean_db")
-def test_the_state_of_a_purged_dataset_is_pruned():
-    from ckanext.webhooks.retention import prune
-    from tests.helpers import count
-
-    kept, purged = factories.Dataset(), factories.Dataset()
-    assert count("webhook_dataset_state") == 2
-    helpers.call_action("dataset_purge", id=purged["id"])
-    assert prune()["dataset_states"] == 1
-    assert count("webhook_dataset_state") == 1
-    helpers.call_action("package_patch", id=kept["id"], notes="still followed")
-    assert count("webhook_dataset_state") == 1
-
-
-@pytest.mark.usefixtures("with_plugins", "clean_db")
 def test_site_wide_filters_are_found_by_an_index_of_their_first_filter(receiver):
     """A change is checked against the site-wide webhooks whose first filter
     asks for one of the dataset's values, found by a GIN index; the rest of

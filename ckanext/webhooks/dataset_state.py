@@ -4,160 +4,305 @@ fields changed.
 Filters (``matching.py``) look at a dataset's organization, groups, tags,
 resource formats, licence and privacy, both as they were before a change and
 as they are after it; ``dataset/update`` and ``resource/update`` payloads
-list the top-level fields that changed. Neither can be read reliably from
-CKAN's objects at commit time (CKAN flushes several times per action, and
-tags, groups and resources are rows of their own), so PostgreSQL reads them
-from the flushed rows, once per dataset and transaction, and keeps them in
-``webhook_dataset_state``:
+list the top-level fields that changed. Both are worked out here, when CKAN
+calls ``notify``, from the objects the action loaded and what the transaction
+changed in them (``history.py``): the request reads and writes nothing more
+for them. Groups are the exception: CKAN need not load a dataset's
+memberships, so the statement that records the event reads them
+(``groups_sql``), and this module says which memberships the transaction
+added and removed.
 
-- ``current``: the dataset as of the last recorded change;
-- ``before``: the dataset as it was before the transaction that made that
-  change;
-- a dataset's fields as they are (but for ``metadata_modified``, which
-  changes with everything), and its tags, groups, resources and extras as
-  md5 digests; each resource's fields as they are.
-
-This module writes SQL, not Python: the observation, the facets an event is
-matched by and its ``changes`` are parts of the statement that records the
-event (``events.py``), so that a change costs one round trip.
-
-A dataset first seen by the plugin (created before it was installed, or
-just now) has no ``before``: its events count as ``matched`` and their
-``changes`` are null (unknown).
+A dataset created in the transaction has no ``before``: its events count as
+``matched`` and their ``changes`` are null (unknown), as are those of a
+resource created, deleted or moved in it.
 """
 
 from __future__ import annotations
 
-import ckan.model as model
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
 
-__all__ = ["DATA_FIELDS", "facts_sql"]
+import ckan.model as model
+from sqlalchemy import inspect
+
+from ckanext.webhooks import history
+
+__all__ = ["DATA_FIELDS", "Facts", "groups_sql", "observe"]
 
 # A resource's data changed when one of these did (an upload sets
 # last_modified and size; a link, its url).
 DATA_FIELDS = frozenset({"url", "url_type", "hash", "size", "last_modified"})
 
-# A resource as resource_show shows it: its extras are top-level fields.
-_RESOURCE = """((to_jsonb(r) - 'extras' - 'metadata_modified')
-    || COALESCE(CAST(NULLIF(r.extras, '') AS jsonb), '{}'))"""
-
 # CKAN 2.11 keeps dataset extras in a table of their own; 2.12 in the row.
-_EXTRAS_TABLE = """
-    CROSS JOIN LATERAL (
-        SELECT md5(COALESCE(string_agg(
-            e.key || '=' || COALESCE(e.value, ''), '&' ORDER BY e.key), '')) AS extras
-        FROM package_extra e
-        WHERE e.package_id = p.id AND e.state = 'active') x"""
+_PACKAGE_EXTRA = getattr(model, "PackageExtra", None)
+
+# The fields compared: every column but the time of the last change.
+_PACKAGE_FIELDS = frozenset(inspect(model.Package).column_attrs.keys()) - {
+    "metadata_modified"
+}
+# A resource as resource_show shows it: its extras are top-level fields.
+_RESOURCE_FIELDS = frozenset(inspect(model.Resource).column_attrs.keys()) - {
+    "metadata_modified",
+    "extras",
+}
 
 
-def _state_sql(package_id: str) -> str:
-    """Common table expressions ending in ``state (before, current)``: one row
-    for dataset ``package_id`` (SQL), none for a dataset that is gone.
+@dataclasses.dataclass(frozen=True)
+class Facts:
+    """What the event of a dataset or resource change is matched by, and its
+    ``changes``. The facets lack ``groups``: ``groups_sql`` adds them."""
 
-    CKAN calls ``notify`` once all its flushes are done, so the first event
-    of a dataset in a transaction observes it and saves the observation;
-    later ones in the same transaction read what was saved.
-    """
-    table_extras = getattr(model, "PackageExtra", None) is not None
-    return f"""
-    observed AS (
-        INSERT INTO webhook_dataset_state AS s (package_id, txid, before, current)
-        SELECT p.id, txid_current(), NULL, jsonb_build_object(
-            'private', COALESCE(p.private, false), 'org', p.owner_org,
-            'name', p.name, 'license_id', p.license_id,
-            'groups', g.groups, 'tags', t.tags,
-            'formats', r.formats, 'resources', r.resources,
-            'fields', (to_jsonb(p) - 'metadata_modified') || jsonb_build_object(
-                'groups', md5(CAST(g.groups AS text)),
-                'tags', md5(CAST(t.tags AS text)),
-                'resources', md5(CAST(r.resources AS text))
-                {", 'extras', x.extras" if table_extras else ""}))
-        FROM package p
-        CROSS JOIN LATERAL (
-            SELECT COALESCE(jsonb_agg(m.group_id ORDER BY m.group_id), '[]') AS groups
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    changes: list[str] | None
+    groups_added: list[str]
+    groups_removed: list[str]
+
+
+def observe(
+    session: Any, pkg: model.Package, resource: model.Resource | None = None
+) -> Facts:
+    """The facts of a change of dataset ``pkg`` or, given, of its ``resource``."""
+    if history.was_deleted(pkg):  # purged: nothing left to match on
+        return Facts(None, None, None, [], [])
+    values = history.priors(session, pkg)
+    new = values is history.NEW
+    resources = _Resources(session, pkg)
+    tags_after = _tags(session, pkg)
+    tags_added, tags_removed = _memberships(
+        session, model.PackageTag, pkg.id, lambda pt: pt.tag.name
+    )
+    groups_added, groups_removed = _memberships(
+        session,
+        model.Member,
+        pkg.id,
+        lambda m: m.group_id,
+        owner="table_id",
+        kind=("table_name", "package"),
+    )
+
+    def facets(side: str, tags: Iterable[str], formats: list[str]) -> dict[str, Any]:
+        def value(name: str) -> Any:
+            if side == "after":
+                return getattr(pkg, name)
+            return history.before(values, pkg, name)
+
+        return {
+            "private": bool(value("private")),
+            "org": value("owner_org"),
+            "name": value("name"),
+            "license_id": value("license_id"),
+            "tags": sorted(tags),
+            "formats": formats,
+        }
+
+    tags_before = (tags_after - tags_added) | tags_removed
+    if resource is None:
+        after = facets(
+            "after", tags_after, resources.formats(resources.after.values(), True)
+        )
+        before = facets(
+            "before", tags_before, resources.formats(resources.before.values(), False)
+        )
+        changes = (
+            None
+            if new
+            else _dataset_changes(
+                session, pkg, values, tags_before != tags_after, resources
+            )
+        )
+    else:
+        # A resource's own format stands for the dataset's formats.
+        now = resources.after.get(resource.id)
+        was = resources.before.get(resource.id)
+        after = facets(
+            "after", tags_after, resources.formats(filter(None, [now]), True)
+        )
+        before = facets(
+            "before", tags_before, resources.formats(filter(None, [was]), False)
+        )
+        changes = (
+            None
+            if now is None or was is None
+            else _resource_changes(resource, history.priors(session, resource))
+        )
+    return Facts(
+        None if new else before,
+        after,
+        changes,
+        sorted(groups_added),
+        sorted(groups_removed),
+    )
+
+
+class _Resources:
+    """A dataset's active resources after the transaction and before it:
+    ``{id: (resource, priors)}``."""
+
+    def __init__(self, session: Any, pkg: model.Package) -> None:
+        self.after: dict[str, tuple[Any, Any]] = {}
+        self.before: dict[str, tuple[Any, Any]] = {}
+        for res in pkg.resources_all:
+            if (
+                res.state == "active"
+                and res.package_id == pkg.id
+                and not history.was_deleted(res)
+            ):
+                self.after[res.id] = (res, history.priors(session, res))
+        for res_id, (res, values) in self.after.items():
+            if values is not history.NEW and _was_active_in(res, values, pkg.id):
+                self.before[res_id] = (res, values)
+        for res, values in history.touched(session, model.Resource):
+            if res.id in self.after or values is history.NEW:
+                continue
+            if _was_active_in(res, values, pkg.id):
+                self.before[res.id] = (res, values)
+        self.changed = set(self.before) != set(self.after) or any(
+            history.changed(values, res, _RESOURCE_FIELDS | {"extras"})
+            for res, values in self.after.values()
+        )
+
+    @staticmethod
+    def formats(resources: Iterable[tuple[Any, Any]], after: bool) -> list[str]:
+        """The upper-cased formats of ``resources``, after or before."""
+        found = set()
+        for res, values in resources:
+            value = res.format if after else history.before(values, res, "format")
+            if value:
+                found.add(value.upper())
+        return sorted(found)
+
+
+def _was_active_in(res: Any, values: Any, package_id: str) -> bool:
+    return (
+        history.before(values, res, "package_id") == package_id
+        and history.before(values, res, "state") == "active"
+    )
+
+
+def _tags(session: Any, pkg: model.Package) -> set[str]:
+    """The names of the dataset's active tags, from what CKAN loaded if it did."""
+    if "package_tags" not in inspect(pkg).unloaded:
+        return {
+            pt.tag.name
+            for pt in pkg.package_tags
+            if pt.state == "active" and not history.was_deleted(pt)
+        }
+    rows = (
+        session.query(model.Tag.name)
+        .join(model.PackageTag, model.PackageTag.tag_id == model.Tag.id)
+        .filter(model.PackageTag.package_id == pkg.id)
+        .filter(model.PackageTag.state == "active")
+    )
+    return {name for (name,) in rows}
+
+
+def _memberships(
+    session: Any,
+    cls: type,
+    package_id: str,
+    key: Any,
+    *,
+    owner: str = "package_id",
+    kind: tuple[str, str] | None = None,
+) -> tuple[set[str], set[str]]:
+    """What the transaction added to and removed from the dataset's active
+    rows of ``cls`` (tags, memberships), each by ``key``."""
+    added: set[str] = set()
+    removed: set[str] = set()
+    for obj, values in history.touched(session, cls):
+        if kind is not None and getattr(obj, kind[0]) != kind[1]:
+            continue
+        now = (
+            getattr(obj, owner) == package_id
+            and obj.state == "active"
+            and not history.was_deleted(obj)
+        )
+        was = (
+            values is not history.NEW
+            and history.before(values, obj, owner) == package_id
+            and history.before(values, obj, "state") == "active"
+        )
+        if now and not was:
+            added.add(key(obj))
+        elif was and not now:
+            removed.add(key(obj))
+    return added, removed
+
+
+def _dataset_changes(
+    session: Any,
+    pkg: model.Package,
+    values: Any,
+    tags_changed: bool,
+    resources: _Resources,
+) -> list[str]:
+    changes = history.changed(values, pkg, _PACKAGE_FIELDS)
+    if tags_changed:
+        changes.add("tags")
+    if resources.changed:
+        changes.add("resources")
+    if _PACKAGE_EXTRA is not None and _extras_changed(session, pkg.id):
+        changes.add("extras")
+    return sorted(changes)
+
+
+def _extras_changed(session: Any, package_id: str) -> bool:
+    """CKAN 2.11: whether the dataset's active extras differ (rows of their own)."""
+    before: dict[str, Any] = {}
+    after: dict[str, Any] = {}
+    for extra, values in history.touched(session, _PACKAGE_EXTRA):
+        if (
+            extra.package_id == package_id
+            and extra.state == "active"
+            and not history.was_deleted(extra)
+        ):
+            after[extra.key] = extra.value
+        if values is not history.NEW and (
+            history.before(values, extra, "package_id") == package_id
+            and history.before(values, extra, "state") == "active"
+        ):
+            before[history.before(values, extra, "key")] = history.before(
+                values, extra, "value"
+            )
+    return before != after
+
+
+def _resource_changes(res: Any, values: Any) -> list[str]:
+    changes = history.changed(values, res, _RESOURCE_FIELDS)
+    if values and "extras" in values:
+        old = history.before(values, res, "extras") or {}
+        new = res.extras or {}
+        if values["extras"] is history.UNKNOWN:
+            changes.update(new)
+        else:
+            changes.update(
+                key for key in old.keys() | new.keys() if old.get(key) != new.get(key)
+            )
+    return sorted(changes)
+
+
+def groups_sql(package_id: str, added: str, removed: str) -> str:
+    """Common table expression ``groups (now, was)``: the ids of the active
+    groups (not organizations) of dataset ``package_id`` after the
+    transaction, and before it, given what it ``added`` and ``removed`` (SQL,
+    text and text[])."""
+    return f"""groups AS MATERIALIZED (
+        SELECT now, CASE WHEN cardinality({added}) = 0
+                          AND cardinality({removed}) = 0 THEN now
+            ELSE (SELECT COALESCE(jsonb_agg(id ORDER BY id), '[]') FROM (
+                (SELECT jsonb_array_elements_text(now) AS id
+                 EXCEPT SELECT unnest({added}))
+                UNION
+                SELECT gr.id FROM "group" gr
+                WHERE gr.id = ANY({removed})
+                  AND gr.state = 'active' AND NOT gr.is_organization) AS was)
+            END AS was
+        FROM (
+            SELECT COALESCE(jsonb_agg(m.group_id ORDER BY m.group_id), '[]') AS now
             FROM member m JOIN "group" gr ON gr.id = m.group_id
-            WHERE m.table_id = p.id AND m.table_name = 'package'
+            WHERE m.table_id = {package_id} AND m.table_name = 'package'
               AND m.state = 'active' AND gr.state = 'active'
-              AND NOT gr.is_organization) g
-        CROSS JOIN LATERAL (
-            SELECT COALESCE(jsonb_agg(tg.name ORDER BY tg.name), '[]') AS tags
-            FROM package_tag pt JOIN tag tg ON tg.id = pt.tag_id
-            WHERE pt.package_id = p.id AND pt.state = 'active') t
-        CROSS JOIN LATERAL (
-            SELECT COALESCE(jsonb_agg(DISTINCT upper(r.format))
-                       FILTER (WHERE r.format <> ''), '[]') AS formats,
-                   COALESCE(jsonb_object_agg(r.id, jsonb_build_object(
-                       'format', NULLIF(upper(r.format), ''),
-                       'fields', {_RESOURCE})),
-                       '{{}}') AS resources
-            FROM resource r
-            WHERE r.package_id = p.id AND r.state = 'active') r
-        {_EXTRAS_TABLE if table_extras else ""}
-        WHERE p.id = {package_id} AND NOT EXISTS (
-            SELECT FROM webhook_dataset_state seen
-            WHERE seen.package_id = p.id AND seen.txid = txid_current())
-        ON CONFLICT (package_id) DO UPDATE SET
-            before = s.current, current = EXCLUDED.current, txid = EXCLUDED.txid
-        RETURNING before, current
-    ), state AS (
-        SELECT before, current FROM observed
-        UNION ALL
-        SELECT before, current FROM webhook_dataset_state
-        WHERE package_id = {package_id} AND txid = txid_current()
+              AND NOT gr.is_organization) AS g
     )"""
-
-
-def facts_sql(package_id: str, resource_id: str) -> str:
-    """``_state_sql`` and more, ending in ``facts (before, after, changes)``:
-    one row, for an event of dataset ``package_id`` or, when ``resource_id``
-    (SQL, text) is not null, of that resource.
-
-    ``before`` and ``after`` are what filters match (matching.py); for a
-    resource event the resource's own format stands for the dataset's
-    formats, and an unknown ``before`` (a dataset first seen) is taken as
-    ``after``. ``changes`` lists the top-level fields of the dataset or
-    resource that changed, null when the earlier state is unknown.
-    """
-    return f"""{_state_sql(package_id)},
-    sides AS MATERIALIZED (
-        -- Each part once: every "->" on a stored state decompresses it.
-        SELECT s.before - 'fields' - 'resources' AS before_facets,
-               s.current - 'fields' - 'resources' AS after_facets,
-               {_entity("s.before", resource_id)} AS before_entity,
-               {_entity("s.current", resource_id)} AS after_entity
-        FROM (SELECT) AS one LEFT JOIN state s ON true
-    ),
-    facts AS MATERIALIZED (
-        SELECT COALESCE({_facets("before", resource_id)},
-                        {_facets("after", resource_id)}) AS before,
-               {_facets("after", resource_id)} AS after,
-               {_changes("before", "after", resource_id)} AS changes
-        FROM sides
-    )"""
-
-
-def _entity(state: str, resource_id: str) -> str:
-    """The dataset's fields, or the resource's format and fields."""
-    return f"""CASE WHEN ({resource_id}) IS NULL THEN ({state})->'fields'
-        ELSE ({state})->'resources'->({resource_id}) END"""
-
-
-def _facets(side: str, resource_id: str) -> str:
-    formats = f"""CASE WHEN jsonb_typeof({side}_entity->'format') = 'string'
-        THEN jsonb_build_array({side}_entity->'format') ELSE '[]' END"""
-    return f"""CASE WHEN ({resource_id}) IS NULL THEN {side}_facets
-        ELSE {side}_facets || jsonb_build_object('formats', {formats}) END"""
-
-
-def _changes(old_side: str, new_side: str, resource_id: str) -> str:
-    def fields(side: str) -> str:
-        return f"""CASE WHEN ({resource_id}) IS NULL THEN {side}_entity
-            ELSE {side}_entity->'fields' END"""
-
-    old, new = fields(old_side), fields(new_side)
-    return f"""CASE WHEN ({old}) IS NULL OR ({new}) IS NULL THEN NULL ELSE ARRAY(
-        SELECT key FROM jsonb_each({new}) AS n (key, value)
-        WHERE value IS DISTINCT FROM ({old})->key
-        UNION ALL
-        SELECT key FROM jsonb_object_keys({old}) AS o (key)
-        WHERE NOT ({new}) ? key
-        ORDER BY 1) END"""

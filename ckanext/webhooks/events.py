@@ -26,9 +26,8 @@ import ckan.plugins as p
 from ckan.model.domain_object import DomainObjectOperation
 from sqlalchemy import event as sa_event
 from sqlalchemy import text
-from sqlalchemy.orm.attributes import PASSIVE_NO_INITIALIZE, get_history
 
-from ckanext.webhooks import dataset_state, prepared, topics
+from ckanext.webhooks import dataset_state, history, prepared, topics
 from ckanext.webhooks.dataset_state import DATA_FIELDS
 from ckanext.webhooks.matching import matching_webhooks_sql
 from ckanext.webhooks.model import make_event_id, utcnow
@@ -43,20 +42,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Keys of session.info, all cleared at the end of each transaction:
-_PRIOR = "webhooks_prior"  # {(class, id, attribute): value before the transaction}
+# Keys of session.info, all cleared at the end of each transaction (and so
+# is what history.py notes there):
 _SEEN = "webhooks_seen"  # {(topic, entity id)} recorded in this transaction
 _WAKE = "webhooks_wake"  # events were recorded: wake the queue after commit
 
 # CKAN 2.11 keeps group extras in a table of their own; 2.12 in the group row.
 _GROUP_EXTRA = getattr(model, "GroupExtra", None)
-
-_TRACKED = {
-    model.Package: ("state", "private", "owner_org"),
-    model.Resource: ("state", "package_id"),
-    model.Group: ("state",),
-}
-
 
 # Whether some webhook wants the event just recorded (see _record).
 _WANTED_SETTING = "ckanext_webhooks.wanted"
@@ -69,24 +61,41 @@ def _insert_events_sql(*, dataset: bool) -> str:
 
     Every event is kept, for the feed and for recovery (feed.py); one that no
     webhook wants now is born expanded, and wakes nobody. A dataset or
-    resource event (``dataset``) also observes the dataset and carries its
-    facets before and after the transaction, for the filters, and
-    ``changes`` (dataset_state.py); a resource update that changed the data
-    is recorded as ``resource/data_changed`` too. One statement, so a change
-    costs one round trip; whether some webhook wants one is left in the
-    transaction's setting ``_WANTED_SETTING`` (see ``_record``).
+    resource event (``dataset``) also carries the dataset's facets before and
+    after the transaction, for the filters, and ``changes``
+    (dataset_state.py), to which the statement adds the dataset's groups; a
+    resource update that changed the data comes with the id of its
+    ``resource/data_changed`` event. One statement, so a change costs one
+    round trip; whether some webhook wants one is left in the transaction's
+    setting ``_WANTED_SETTING`` (see ``_record``).
     """
     if dataset:
-        data_fields = ", ".join(f"'{name}'" for name in sorted(DATA_FIELDS))
-        facts = f"""{
-            dataset_state.facts_sql(":package_id", "CAST(:resource_id AS text)")
-        },
+        groups = dataset_state.groups_sql(
+            "CAST(:package_id AS text)",
+            added="CAST(:groups_added AS text[])",
+            removed="CAST(:groups_removed AS text[])",
+        )
+        facts = f"""{groups},
+        facts AS MATERIALIZED (
+            SELECT COALESCE(p.before || jsonb_build_object('groups', g.was),
+                            p.after) AS before,
+                   p.after,
+                   CASE WHEN p.changes IS NULL OR g.was = g.now
+                             OR CAST(:resource_id AS text) IS NOT NULL
+                        THEN p.changes
+                        ELSE ARRAY(SELECT unnest(p.changes) UNION SELECT 'groups'
+                                   ORDER BY 1) END AS changes
+            FROM groups g CROSS JOIN LATERAL (
+                SELECT CAST(:before AS jsonb) AS before,
+                       CAST(:after AS jsonb)
+                           || jsonb_build_object('groups', g.now) AS after,
+                       CAST(:changes AS text[]) AS changes) p
+        ),
         recorded (n, id, topic) AS (
-            VALUES (1, :id, CAST(:topic AS text)),
-                   (2, :data_changed_id, '{DATA_CHANGED}')
+            VALUES (1, CAST(:id AS text), CAST(:topic AS text)),
+                   (2, CAST(:data_changed_id AS text), '{DATA_CHANGED}')
         )"""
-        which = f"""t.n = 1 OR (:topic = 'resource/update'
-                    AND f.changes && ARRAY[{data_fields}])"""
+        which = "t.id IS NOT NULL"
     else:
         facts = """facts AS (
             SELECT CAST(NULL AS jsonb) AS before, CAST(NULL AS jsonb) AS after,
@@ -156,26 +165,6 @@ _RELEASE_AND_ANSWER = (
 _ROLLBACK_TO_SAVEPOINT = text("ROLLBACK TO SAVEPOINT ckanext_webhooks_event")
 
 
-def _remember_prior_values(session: Any, flush_context: Any, instances: Any) -> None:
-    """Keep the values an entity had when the transaction began.
-
-    CKAN flushes before calling ``notify``, which wipes the attribute history,
-    so transitions (draft to active, active to deleted, a move to another
-    organization) are noted here.
-    """
-    prior = session.info.setdefault(_PRIOR, {})
-    for obj in session.dirty:
-        names = _TRACKED.get(type(obj))
-        if not names:
-            continue
-        for name in names:
-            # Without loading what is not loaded (an unloaded value is
-            # unchanged).
-            deleted = get_history(obj, name, PASSIVE_NO_INITIALIZE).deleted
-            if deleted:
-                prior.setdefault((type(obj).__name__, obj.id, name), deleted[0])
-
-
 def wake_workers_after_commit() -> None:
     """Wake delivery once the current transaction commits (not before: a
     worker must find the rows this transaction writes): a NOTIFY for a job
@@ -188,8 +177,9 @@ def wake_workers_after_commit() -> None:
 
 
 def _forget(session: Any) -> None:
-    for key in (_PRIOR, _SEEN, _WAKE):
+    for key in (_SEEN, _WAKE):
         session.info.pop(key, None)
+    history.forget(session)
 
 
 def _after_commit(session: Any) -> None:
@@ -205,17 +195,13 @@ def register_session_listeners() -> None:
     """Listen on both of CKAN's session factories, as CKAN itself does."""
     for target in (model.meta.Session, model.meta.create_local_session):
         for name, listener in (
-            ("before_flush", _remember_prior_values),
+            ("before_flush", history.remember),
             ("before_commit", _record_group_changes),
             ("after_commit", _after_commit),
             ("after_rollback", _forget),
         ):
             if not sa_event.contains(target, name, listener):
                 sa_event.listen(target, name, listener)
-
-
-def _prior(session: Any, obj: Any, name: str) -> Any:
-    return session.info.get(_PRIOR, {}).get((type(obj).__name__, obj.id, name))
 
 
 def _lifecycle_topic(kind: str, state: str, before: Any, operation: str) -> str | None:
@@ -247,11 +233,11 @@ def _resource_topic(session: Any, res: model.Resource, operation: str) -> str | 
     if operation == DomainObjectOperation.changed and res.state == "active":
         return (
             "resource/create"
-            if _prior(session, res, "state") == "deleted"
+            if history.prior(session, res, "state") == "deleted"
             else "resource/update"
         )
     return _lifecycle_topic(
-        "resource", res.state, _prior(session, res, "state"), operation
+        "resource", res.state, history.prior(session, res, "state"), operation
     )
 
 
@@ -333,7 +319,7 @@ def record_change(entity: Any, operation: str) -> None:
     if isinstance(entity, model.Package):
         pkg, entity_type = entity, "dataset"
         topic = _lifecycle_topic(
-            "dataset", pkg.state, _prior(session, pkg, "state"), operation
+            "dataset", pkg.state, history.prior(session, pkg, "state"), operation
         )
     elif isinstance(entity, model.Resource):
         pkg, entity_type = _package_of(entity), "resource"
@@ -345,12 +331,17 @@ def record_change(entity: Any, operation: str) -> None:
 
     # Visibility before this change counts too: a dataset made private and
     # deleted in one go must not be announced to the public.
-    private = bool(pkg.private) or bool(_prior(session, pkg, "private"))
-    previous_org = _prior(session, pkg, "owner_org")
+    private = bool(pkg.private) or bool(history.prior(session, pkg, "private"))
+    previous_org = history.prior(session, pkg, "owner_org")
     previous_pkg = (
-        _prior(session, entity, "package_id")
+        history.prior(session, entity, "package_id")
         if isinstance(entity, model.Resource)
         else None
+    )
+    resource = entity if entity_type == "resource" else None
+    facts = dataset_state.observe(session, pkg, resource)
+    data_changed = topic == "resource/update" and bool(
+        DATA_FIELDS.intersection(facts.changes or ())
     )
     _record(
         session,
@@ -358,15 +349,24 @@ def record_change(entity: Any, operation: str) -> None:
         topic=topic,
         entity_type=entity_type,
         entity_id=entity.id,
-        resource_id=entity.id if entity_type == "resource" else None,
+        resource_id=resource.id if resource else None,
         package_id=pkg.id,
         organization_id=pkg.owner_org,
         previous_package_id=previous_pkg,
         previous_organization_id=previous_org,
         private=private,
         snapshot=json.dumps(_snapshot(entity, pkg)),
-        data_changed_id=make_event_id(),
+        before=_json(facts.before),
+        after=_json(facts.after),
+        changes=facts.changes,
+        groups_added=facts.groups_added,
+        groups_removed=facts.groups_removed,
+        data_changed_id=make_event_id() if data_changed else None,
     )
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
 
 
 def _record_group_changes(session: Any) -> None:
@@ -395,7 +395,7 @@ def _record_group_changes(session: Any) -> None:
         for group, operation in changes.values():
             kind = "organization" if group.is_organization else "group"
             topic = _lifecycle_topic(
-                kind, group.state, _prior(session, group, "state"), operation
+                kind, group.state, history.prior(session, group, "state"), operation
             )
             if topic is None or not _first_time(session, topic, group.id, kind):
                 continue

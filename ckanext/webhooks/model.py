@@ -43,7 +43,6 @@ __all__ = [
     "Webhook",
     "WebhookAttempt",
     "WebhookControl",
-    "WebhookDatasetState",
     "WebhookDelivery",
     "WebhookEvent",
     "make_event_id",
@@ -286,18 +285,6 @@ class WebhookDelivery(tk.BaseModel):
     filter = Column(UnicodeText, nullable=True)
     coalesced = Column(Integer, nullable=False, default=1, server_default="1")
     changes = Column(ARRAY(UnicodeText), nullable=True)
-
-
-class WebhookDatasetState(tk.BaseModel):
-    """What filters look at and a digest of every field of one dataset, as of
-    the last recorded change and as before the transaction that made it."""
-
-    __tablename__ = "webhook_dataset_state"
-
-    package_id = Column(UnicodeText, primary_key=True)
-    txid = Column(BigInteger, nullable=False)
-    before = Column(JSONB, nullable=True)
-    current = Column(JSONB, nullable=False)
 
 
 class WebhookAttempt(tk.BaseModel):

@@ -53,17 +53,6 @@ _PRUNE_WEBHOOKS = text(
 )
 
 
-# The saved state of datasets that were purged (dataset_state.py).
-_PRUNE_DATASET_STATES = text(
-    """
-    DELETE FROM webhook_dataset_state WHERE package_id IN (
-        SELECT s.package_id FROM webhook_dataset_state s
-        WHERE NOT EXISTS (SELECT 1 FROM package p WHERE p.id = s.package_id)
-        LIMIT :batch)
-    """
-)
-
-
 def _in_batches(statement: TextClause, params: dict, batch: int) -> int:
     """Run a DELETE ... LIMIT until it deletes fewer than ``batch`` rows."""
     total = 0
@@ -94,7 +83,6 @@ def prune(
             max(1, batch_size // 10),
         ),
         "webhooks": 0,
-        "dataset_states": _in_batches(_PRUNE_DATASET_STATES, {}, batch_size),
     }
     days = cfg.delete_disabled_after_days()
     if days:
