@@ -7,7 +7,7 @@ dataset's updates. The same ``POST /api/3/action/package_update`` is timed
 with the plugin loaded and with it unloaded (its session listeners detached
 too), alternating in rounds so that both sides share the machine's noise.
 Then the recording statement's share is measured inside the request,
-against the same event recorded without the dataset's state and against a
+against the same event recorded without the dataset's facets and against a
 stand-in that carries the same parameters through the same round trip and
 does nothing, alternating update by update; and the statement is
 captured from a real update and explained, to show that matching is an
@@ -215,12 +215,12 @@ def recording_cost(
     """Median seconds, inside the request, of three statements in place of
     the one that records an update, and of the updates that ran them:
 
-    - ``recording``: the plugin's own (observation, state, facets,
-      ``changes``, matching, the event);
-    - ``without_state``: the event and matching as for an organization's
-      event (``events._INSERT_EVENT``), without observing the dataset or
-      saving its state: what a change recorded in its own transaction
-      costs without filters, entering or leaving, or ``changes``;
+    - ``recording``: the plugin's own (the dataset's groups, the facets
+      and ``changes`` worked out in Python, matching, the event);
+    - ``without_facets``: the event and matching as for an organization's
+      event (``events._INSERT_EVENT``), without reading the dataset's
+      groups or matching on facets: what a change recorded in its own
+      transaction costs without filters, entering or leaving;
     - ``round_trip``: a stand-in that sends the same parameters through the
       same savepoint and round trip but reads and writes nothing.
 
@@ -237,17 +237,17 @@ def recording_cost(
         f"SELECT set_config('{events._WANTED_SETTING}', 'false', true), {carried}",
     )
     # The plugin's own statement for events without a dataset: the event and
-    # matching, without observing the dataset or saving its state.
-    without_state = events._INSERT_EVENT
+    # matching, without the dataset's groups or facets.
+    without_facets = events._INSERT_EVENT
     timed: list[float] = []
 
     def timing(statement: Any, params: Any, seconds: float) -> None:
-        if statement in (real, without_state, stand_in):
+        if statement in (real, without_facets, stand_in):
             timed.append(seconds)
 
     variants = (
         ("recording", real),
-        ("without_state", without_state),
+        ("without_facets", without_facets),
         ("round_trip", stand_in),
     )
     statements: dict[str, list[float]] = {name: [] for name, _ in variants}
@@ -439,18 +439,18 @@ def main() -> None:
         f"{fine(work)}, {100 * work / without:.1f}% of a plugin-off update, and "
         f"the round trip {100 * statement['round_trip'] / without:.1f}%"
     )
-    # What the issue-16 state costs beyond recording the event and matching
+    # What issue 16's facets cost beyond recording the event and matching
     # it, in whole updates (commit and what follows included).
-    stateless = statement["without_state"] - statement["round_trip"]
-    state = update["recording"] - update["without_state"]
+    bare = statement["without_facets"] - statement["round_trip"]
+    facets = update["recording"] - update["without_facets"]
     print(
-        f"the event and matching without the dataset's state: "
-        f"{fine(statement['without_state'])} in the request, so {fine(stateless)} "
-        f"of PostgreSQL's work ({100 * stateless / without:.1f}%); updates that "
-        f"recorded with the dataset's state took {fine(state)} longer than "
-        f"updates without it ({100 * state / without:.1f}% of a plugin-off "
-        f"update), and {fine(update['recording'] - update['round_trip'])} "
-        f"longer than updates that only made the round trip"
+        f"the event and matching without the dataset's facets: "
+        f"{fine(statement['without_facets'])} in the request, so {fine(bare)} "
+        f"of PostgreSQL's work ({100 * bare / without:.1f}%); updates that "
+        f"recorded with the facets took {fine(facets)} longer than updates "
+        f"without them ({100 * facets / without:.1f}% of a plugin-off update), "
+        f"and {fine(update['recording'] - update['round_trip'])} longer than "
+        f"updates that only made the round trip"
     )
     for title, text in (
         ("a dataset with subscribers", plan),

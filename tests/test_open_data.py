@@ -33,6 +33,15 @@ def received(receiver, topic=None):
     ]
 
 
+def story(receiver, hook):
+    """What webhook ``hook`` was told, in order: (filter, changes)."""
+    return [
+        (body["filter"], body["changes"])
+        for body in sorted(received(receiver), key=lambda b: b["sequence"])
+        if body["webhook_id"] == hook
+    ]
+
+
 def _dataset_with(ckan, name, facets, org, group):
     """A dataset with the facets named in ``facets``, and other ones else."""
     return ckan.action.package_create(
@@ -150,20 +159,72 @@ class TestEnteringAndLeaving:
         run_jobs()
         assert receiver.wait_for(6)
 
-        def story(hook):
-            return [
-                (body["filter"], body["changes"])
-                for body in sorted(received(receiver), key=lambda b: b["sequence"])
-                if body["webhook_id"] == hook
-            ]
-
-        assert story(by_tag) == [
+        assert story(receiver, by_tag) == [
             ("entered", ["tags"]),
             ("matched", ["notes"]),
             ("left", ["tags"]),
         ]
-        assert story(by_group) == [("entered", ["groups"]), ("left", ["groups"])]
-        assert story(by_format) == [("entered", ["resources"])]
+        assert story(receiver, by_group) == [
+            ("entered", ["groups"]),
+            ("left", ["groups"]),
+        ]
+        assert story(receiver, by_format) == [("entered", ["resources"])]
+
+    def test_changes_made_outside_package_update(self, receiver, run_jobs):
+        """Group memberships added by ``member_create``, a resource deleted
+        and extras edited: each is known from the transaction alone."""
+        factories.Group(name="transport")
+        dataset = factories.Dataset(
+            extras=[{"key": "source", "value": "a"}],
+            resources=[
+                {"url": "https://x.org/a.csv", "format": "csv"},
+                {"url": "https://x.org/b.pdf", "format": "PDF"},
+            ],
+        )
+        by_group = subscribe(receiver, "dataset/update", "/group", group="transport")
+        by_format = subscribe(receiver, "dataset/update", "/csv", res_format="CSV")
+        helpers.call_action(
+            "member_create",
+            id="transport",
+            object=dataset["id"],
+            object_type="package",
+            capacity="public",
+        )
+        helpers.call_action(
+            "package_patch", id=dataset["id"], extras=[{"key": "source", "value": "b"}]
+        )
+        helpers.call_action("resource_delete", id=dataset["resources"][0]["id"])
+        run_jobs()
+        assert receiver.wait_for(5)
+
+        assert story(receiver, by_group) == [
+            ("entered", ["groups"]),
+            ("matched", ["extras"]),
+            ("matched", ["resources"]),
+        ]
+        assert story(receiver, by_format) == [
+            ("matched", ["groups"]),
+            ("matched", ["extras"]),
+            ("left", ["resources"]),
+        ]
+
+    def test_a_dataset_moved_to_another_organization_leaves_the_first(
+        self, receiver, run_jobs
+    ):
+        first, second = factories.Organization(), factories.Organization()
+        dataset = factories.Dataset(owner_org=first["id"], tags=[{"name": "bus"}])
+        helpers.call_action(
+            "webhook_create",
+            topic="dataset/update",
+            address=receiver.url + "/first",
+            organization=first["name"],
+            tag="bus",
+        )
+        helpers.call_action("package_patch", id=dataset["id"], owner_org=second["id"])
+        run_jobs()
+        assert receiver.wait_for(1)
+        (body,) = received(receiver)
+        assert body["filter"] == "left" and body["changes"] == ["owner_org"]
 
     def test_made_private_leaves_with_only_what_the_subscriber_saw(
         self, receiver, run_jobs

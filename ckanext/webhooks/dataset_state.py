@@ -63,77 +63,94 @@ class Facts:
 def observe(
     session: Any, pkg: model.Package, resource: model.Resource | None = None
 ) -> Facts:
-    """The facts of a change of dataset ``pkg`` or, given, of its ``resource``."""
+    """The facts of a change of dataset ``pkg`` or, given, of its ``resource``.
+
+    What concerns the dataset is worked out once per flush: a transaction
+    that changes many of a dataset's resources makes one event per resource.
+    """
     if history.was_deleted(pkg):  # purged: nothing left to match on
         return Facts(None, None, None, [], [])
-    values = history.priors(session, pkg)
-    new = values is history.NEW
-    resources = _Resources(session, pkg)
-    tags_after = _tags(session, pkg)
-    tags_added, tags_removed = _memberships(
-        session, model.PackageTag, pkg.id, lambda pt: pt.tag.name
-    )
-    groups_added, groups_removed = _memberships(
-        session,
-        model.Member,
-        pkg.id,
-        lambda m: m.group_id,
-        owner="table_id",
-        kind=("table_name", "package"),
-    )
+    memo = history.memo(session)
+    dataset = memo.get((_Dataset, pkg.id))
+    if dataset is None:
+        dataset = memo[(_Dataset, pkg.id)] = _Dataset(session, pkg)
+    return dataset.facts(session, resource)
 
-    def facets(side: str, tags: Iterable[str], formats: list[str]) -> dict[str, Any]:
+
+class _Dataset:
+    """A dataset's tags, resources and memberships before and after the
+    transaction."""
+
+    def __init__(self, session: Any, pkg: model.Package) -> None:
+        self.pkg = pkg
+        self.values = history.priors(session, pkg)
+        self.new = self.values is history.NEW
+        self.resources = _Resources(session, pkg)
+        self.tags_after = _tags(session, pkg)
+        added, removed = _memberships(
+            session, model.PackageTag, pkg.id, lambda pt: pt.tag and pt.tag.name
+        )
+        self.tags_before = (self.tags_after - added) | removed
+        added, removed = _memberships(
+            session,
+            model.Member,
+            pkg.id,
+            lambda m: m.group_id,
+            owner="table_id",
+            kind=("table_name", "package"),
+        )
+        self.groups_added, self.groups_removed = sorted(added), sorted(removed)
+        self.changes = (
+            None
+            if self.new
+            else _dataset_changes(
+                session,
+                pkg,
+                self.values,
+                self.tags_before != self.tags_after,
+                self.resources,
+            )
+        )
+
+    def _facets(self, after: bool, formats: list[str]) -> dict[str, Any]:
         def value(name: str) -> Any:
-            if side == "after":
-                return getattr(pkg, name)
-            return history.before(values, pkg, name)
+            if after:
+                return getattr(self.pkg, name)
+            return history.before(self.values, self.pkg, name)
 
         return {
             "private": bool(value("private")),
             "org": value("owner_org"),
             "name": value("name"),
             "license_id": value("license_id"),
-            "tags": sorted(tags),
+            "tags": sorted(self.tags_after if after else self.tags_before),
             "formats": formats,
         }
 
-    tags_before = (tags_after - tags_added) | tags_removed
-    if resource is None:
-        after = facets(
-            "after", tags_after, resources.formats(resources.after.values(), True)
-        )
-        before = facets(
-            "before", tags_before, resources.formats(resources.before.values(), False)
-        )
-        changes = (
-            None
-            if new
-            else _dataset_changes(
-                session, pkg, values, tags_before != tags_after, resources
+    def facts(self, session: Any, resource: model.Resource | None) -> Facts:
+        resources = self.resources
+        if resource is None:
+            now, was = resources.after.values(), resources.before.values()
+            changes = self.changes
+        else:
+            # A resource's own format stands for the dataset's formats.
+            now_one = resources.after.get(resource.id)
+            was_one = resources.before.get(resource.id)
+            now, was = filter(None, [now_one]), filter(None, [was_one])
+            changes = (
+                None
+                if now_one is None or was_one is None
+                else _resource_changes(resource, history.priors(session, resource))
             )
+        after = self._facets(True, resources.formats(now, True))
+        before = self._facets(False, resources.formats(was, False))
+        return Facts(
+            None if self.new else before,
+            after,
+            changes,
+            self.groups_added,
+            self.groups_removed,
         )
-    else:
-        # A resource's own format stands for the dataset's formats.
-        now = resources.after.get(resource.id)
-        was = resources.before.get(resource.id)
-        after = facets(
-            "after", tags_after, resources.formats(filter(None, [now]), True)
-        )
-        before = facets(
-            "before", tags_before, resources.formats(filter(None, [was]), False)
-        )
-        changes = (
-            None
-            if now is None or was is None
-            else _resource_changes(resource, history.priors(session, resource))
-        )
-    return Facts(
-        None if new else before,
-        after,
-        changes,
-        sorted(groups_added),
-        sorted(groups_removed),
-    )
 
 
 class _Resources:
@@ -153,7 +170,7 @@ class _Resources:
         for res_id, (res, values) in self.after.items():
             if values is not history.NEW and _was_active_in(res, values, pkg.id):
                 self.before[res_id] = (res, values)
-        for res, values in history.touched(session, model.Resource):
+        for res, values in _touched(session, model.Resource, pkg.id):
             if res.id in self.after or values is history.NEW:
                 continue
             if _was_active_in(res, values, pkg.id):
@@ -174,6 +191,26 @@ class _Resources:
         return sorted(found)
 
 
+def _touched(
+    session: Any, cls: type, package_id: str, owner: str = "package_id"
+) -> list[tuple[Any, Any]]:
+    """The entities of ``cls`` touched in the transaction that belong, or
+    belonged before it, to dataset ``package_id`` (by their ``owner``
+    attribute), with their priors. Indexed once per flush: a transaction
+    may change thousands of datasets (an organization purged)."""
+    memo = history.memo(session)
+    index = memo.get((cls, owner))
+    if index is None:
+        index = memo[(cls, owner)] = {}
+        for obj, values in history.touched(session, cls):
+            owners = {getattr(obj, owner)}
+            if values is not history.NEW:
+                owners.add(history.before(values, obj, owner))
+            for one in owners:
+                index.setdefault(one, []).append((obj, values))
+    return index.get(package_id, [])
+
+
 def _was_active_in(res: Any, values: Any, package_id: str) -> bool:
     return (
         history.before(values, res, "package_id") == package_id
@@ -187,7 +224,7 @@ def _tags(session: Any, pkg: model.Package) -> set[str]:
         return {
             pt.tag.name
             for pt in pkg.package_tags
-            if pt.state == "active" and not history.was_deleted(pt)
+            if pt.state == "active" and pt.tag and not history.was_deleted(pt)
         }
     rows = (
         session.query(model.Tag.name)
@@ -211,7 +248,7 @@ def _memberships(
     rows of ``cls`` (tags, memberships), each by ``key``."""
     added: set[str] = set()
     removed: set[str] = set()
-    for obj, values in history.touched(session, cls):
+    for obj, values in _touched(session, cls, package_id, owner):
         if kind is not None and getattr(obj, kind[0]) != kind[1]:
             continue
         now = (
@@ -228,7 +265,7 @@ def _memberships(
             added.add(key(obj))
         elif was and not now:
             removed.add(key(obj))
-    return added, removed
+    return added - {None}, removed - {None}
 
 
 def _dataset_changes(
@@ -252,7 +289,7 @@ def _extras_changed(session: Any, package_id: str) -> bool:
     """CKAN 2.11: whether the dataset's active extras differ (rows of their own)."""
     before: dict[str, Any] = {}
     after: dict[str, Any] = {}
-    for extra, values in history.touched(session, _PACKAGE_EXTRA):
+    for extra, values in _touched(session, _PACKAGE_EXTRA, package_id):
         if (
             extra.package_id == package_id
             and extra.state == "active"

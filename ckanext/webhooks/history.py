@@ -19,6 +19,7 @@ from typing import Any
 
 import ckan.model as model
 from sqlalchemy import inspect
+from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.orm.base import NO_VALUE
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "before",
     "changed",
     "forget",
+    "memo",
     "prior",
     "priors",
     "remember",
@@ -40,10 +42,12 @@ NEW: Mapping[str, Any] = MappingProxyType({})
 # A value set without being loaded first: what it was is not known.
 UNKNOWN = object()
 
-# session.info keys: {InstanceState: {attribute: value before} or NEW}, and
-# the entities themselves (the session holds clean ones only weakly).
+# session.info keys: {InstanceState: {attribute: value before} or NEW}; the
+# entities themselves by class (the session holds clean ones only weakly);
+# what was worked out from them since the last flush (``memo``).
 _PRIORS = "webhooks_priors"
-_KEPT = "webhooks_kept"
+_BY_CLASS = "webhooks_touched"
+_MEMO = "webhooks_memo"
 
 # CKAN 2.11 keeps dataset extras in a table of their own; 2.12 in the row.
 _PACKAGE_EXTRA = getattr(model, "PackageExtra", None)
@@ -68,20 +72,21 @@ _COLUMNS = {cls: frozenset(inspect(cls).column_attrs.keys()) for cls in _TRACKED
 def remember(session: Any, flush_context: Any, instances: Any) -> None:
     """``before_flush``: note what the entities about to be flushed were."""
     noted = session.info.setdefault(_PRIORS, {})
-    kept = session.info.setdefault(_KEPT, [])
+    by_class = session.info.setdefault(_BY_CLASS, {})
+    session.info.pop(_MEMO, None)
     for obj in session.new:
-        if isinstance(obj, _TRACKED) and inspect(obj) not in noted:
-            noted[inspect(obj)] = NEW
-            kept.append(obj)
+        if type(obj) in _COLUMNS and instance_state(obj) not in noted:
+            noted[instance_state(obj)] = NEW
+            by_class.setdefault(type(obj), []).append((obj, NEW))
     for objects in (session.dirty, session.deleted):
         for obj in objects:
             columns = _COLUMNS.get(type(obj))
             if columns is None:
                 continue
-            state = inspect(obj)
+            state = instance_state(obj)
             if state not in noted:
                 noted[state] = {}
-                kept.append(obj)
+                by_class.setdefault(type(obj), []).append((obj, noted[state]))
             priors = noted[state]
             if priors is NEW:
                 continue
@@ -91,8 +96,15 @@ def remember(session: Any, flush_context: Any, instances: Any) -> None:
 
 
 def forget(session: Any) -> None:
-    session.info.pop(_PRIORS, None)
-    session.info.pop(_KEPT, None)
+    for key in (_PRIORS, _BY_CLASS, _MEMO):
+        session.info.pop(key, None)
+
+
+def memo(session: Any) -> dict[Any, Any]:
+    """A dict for what callers work out from the notes, emptied at each
+    flush (which may change what they were worked out from) and at the end
+    of the transaction."""
+    return session.info.setdefault(_MEMO, {})
 
 
 def priors(session: Any, obj: Any) -> Mapping[str, Any] | None:
@@ -102,7 +114,7 @@ def priors(session: Any, obj: Any) -> Mapping[str, Any] | None:
     noted = session.info.get(_PRIORS)
     if not noted:
         return None
-    return noted.get(inspect(obj))
+    return noted.get(instance_state(obj))
 
 
 def prior(session: Any, obj: Any, name: str) -> Any:
@@ -136,15 +148,10 @@ def changed(values: Mapping[str, Any] | None, obj: Any, names: Any) -> set[str]:
 def touched(session: Any, cls: type) -> list[tuple[Any, Mapping[str, Any]]]:
     """The entities of class ``cls`` touched in the transaction, with their
     priors."""
-    noted = session.info.get(_PRIORS) or {}
-    return [
-        (state.obj(), values)
-        for state, values in noted.items()
-        if state.class_ is cls and state.obj() is not None
-    ]
+    return session.info.get(_BY_CLASS, {}).get(cls, [])
 
 
 def was_deleted(obj: Any) -> bool:
     """Whether ``obj`` was deleted from the database in the transaction."""
-    state = inspect(obj)
+    state = instance_state(obj)
     return state.deleted or state.was_deleted

@@ -92,8 +92,9 @@ _MATCHING = """
 
 
 def filters_sql(facets: str) -> str:
-    """True when webhook ``w``'s filters match ``facets`` (a JSON object of
-    ``dataset_state``, or null: then only a webhook without filters)."""
+    """True when webhook ``w``'s filters match ``facets`` (a JSON object:
+    ``dataset_state.Facts`` with the groups; or null, matched only by a
+    webhook without filters)."""
     return f"""(
         (w.filter_groups IS NULL
          OR COALESCE(({facets})->'groups' ?| w.filter_groups, false))

@@ -1,8 +1,9 @@
 """The statement a dataset change runs, planned once per connection.
 
-Recording a change (``events.py``) is one long statement: it observes the
-dataset (``dataset_state.py``), works out the event's facets and changes,
-matches webhooks (``matching.py``) and inserts the event. Planning it took
+Recording a change (``events.py``) is one long statement: it reads the
+dataset's groups, completes the event's facets and changes
+(``dataset_state.py``), matches webhooks (``matching.py``) and inserts the
+event. Planning it took
 longer than running it, on every change, so it is ``PREPARE``d once per
 database connection and then ``EXECUTE``d: PostgreSQL keeps the plan for
 the connection's lifetime. It goes straight to the DB-API cursor of the
