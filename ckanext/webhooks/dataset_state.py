@@ -136,11 +136,12 @@ class _Dataset:
             # A resource's own format stands for the dataset's formats.
             now_one = resources.after.get(resource.id)
             was_one = resources.before.get(resource.id)
-            now, was = filter(None, [now_one]), filter(None, [was_one])
+            now = [now_one] if now_one else []
+            was = [was_one] if was_one else []
             changes = (
-                None
-                if now_one is None or was_one is None
-                else _resource_changes(resource, history.priors(session, resource))
+                _resource_changes(resource, history.priors(session, resource))
+                if now_one and was_one
+                else None
             )
         after = self._facets(True, resources.formats(now, True))
         before = self._facets(False, resources.formats(was, False))
@@ -161,18 +162,13 @@ class _Resources:
         self.after: dict[str, tuple[Any, Any]] = {}
         self.before: dict[str, tuple[Any, Any]] = {}
         for res in pkg.resources_all:
-            if (
-                res.state == "active"
-                and res.package_id == pkg.id
-                and not history.was_deleted(res)
-            ):
+            if _is_active_in(res, pkg.id):
                 self.after[res.id] = (res, history.priors(session, res))
-        for res_id, (res, values) in self.after.items():
-            if values is not history.NEW and _was_active_in(res, values, pkg.id):
-                self.before[res_id] = (res, values)
-        for res, values in _touched(session, model.Resource, pkg.id):
-            if res.id in self.after or values is history.NEW:
-                continue
+        # Those in the dataset now, and those touched that were in it.
+        for res, values in [
+            *self.after.values(),
+            *_touched(session, model.Resource, pkg.id),
+        ]:
             if _was_active_in(res, values, pkg.id):
                 self.before[res.id] = (res, values)
         self.changed = set(self.before) != set(self.after) or any(
@@ -211,10 +207,25 @@ def _touched(
     return index.get(package_id, [])
 
 
-def _was_active_in(res: Any, values: Any, package_id: str) -> bool:
+def _is_active_in(obj: Any, package_id: str, owner: str = "package_id") -> bool:
+    """Whether ``obj`` is an active row of dataset ``package_id`` (by its
+    ``owner`` attribute) after the transaction."""
     return (
-        history.before(values, res, "package_id") == package_id
-        and history.before(values, res, "state") == "active"
+        getattr(obj, owner) == package_id
+        and obj.state == "active"
+        and not history.was_deleted(obj)
+    )
+
+
+def _was_active_in(
+    obj: Any, values: Any, package_id: str, owner: str = "package_id"
+) -> bool:
+    """Whether ``obj``, with priors ``values``, was an active row of dataset
+    ``package_id`` before the transaction."""
+    return (
+        values is not history.NEW
+        and history.before(values, obj, owner) == package_id
+        and history.before(values, obj, "state") == "active"
     )
 
 
@@ -251,16 +262,8 @@ def _memberships(
     for obj, values in _touched(session, cls, package_id, owner):
         if kind is not None and getattr(obj, kind[0]) != kind[1]:
             continue
-        now = (
-            getattr(obj, owner) == package_id
-            and obj.state == "active"
-            and not history.was_deleted(obj)
-        )
-        was = (
-            values is not history.NEW
-            and history.before(values, obj, owner) == package_id
-            and history.before(values, obj, "state") == "active"
-        )
+        now = _is_active_in(obj, package_id, owner)
+        was = _was_active_in(obj, values, package_id, owner)
         if now and not was:
             added.add(key(obj))
         elif was and not now:
@@ -290,19 +293,11 @@ def _extras_changed(session: Any, package_id: str) -> bool:
     before: dict[str, Any] = {}
     after: dict[str, Any] = {}
     for extra, values in _touched(session, _PACKAGE_EXTRA, package_id):
-        if (
-            extra.package_id == package_id
-            and extra.state == "active"
-            and not history.was_deleted(extra)
-        ):
+        if _is_active_in(extra, package_id):
             after[extra.key] = extra.value
-        if values is not history.NEW and (
-            history.before(values, extra, "package_id") == package_id
-            and history.before(values, extra, "state") == "active"
-        ):
-            before[history.before(values, extra, "key")] = history.before(
-                values, extra, "value"
-            )
+        if _was_active_in(extra, values, package_id):
+            key = history.before(values, extra, "key")
+            before[key] = history.before(values, extra, "value")
     return before != after
 
 
