@@ -31,6 +31,7 @@ from common import (
     insert_webhooks,
     load_ckan,
     median,
+    median_interval,
     percentile,
     reset_state,
     setup_done,
@@ -391,19 +392,26 @@ def main() -> None:
     # The same cost, measured round by round: the ratio of the two sides'
     # medians within each round, then the median of those ratios. Drift
     # between rounds cancels out.
-    paired = median(
-        [
-            with_ / without
-            for with_, without in zip(
-                round_medians[True], round_medians[False], strict=True
-            )
-        ]
-    )
+    ratios = [
+        with_ / without
+        for with_, without in zip(
+            round_medians[True], round_medians[False], strict=True
+        )
+    ]
+    paired = median(ratios)
     print(
         f"paired ratio (median over {args.rounds} rounds of each round's "
         f"ratio): {paired:.3f} (target <= {TARGET_ROUND_2}) "
         f"{verdict(paired <= TARGET_ROUND_2)}"
     )
+    # How far one run can be trusted: the rounds resampled. An interval
+    # that holds the target means this run cannot tell MET from MISSED.
+    low, high = median_interval(ratios)
+    if low <= TARGET_ROUND_2 <= high:
+        decided = "the target lies inside it: this run alone does not decide"
+    else:
+        decided = "this run decides"
+    print(f"  90% interval of the paired ratio: {low:.3f} to {high:.3f}; {decided}")
     # The tail, without the time of the full collections that fell in it.
     net = {
         enabled: [
