@@ -42,13 +42,16 @@ log = logging.getLogger(__name__)
 _EXIT_WAIT_SECONDS = 2.0
 
 # The thread rests this long after each wake-up; asks made meanwhile are
-# answered by one wake-up at the end of the rest. A burst of saves (a
-# harvest, a bulk edit) then costs Redis a few calls a second per process
-# instead of one per save, and the requests' own threads lose the
-# interpreter's lock to the waker less often. A job that lingers is woken by
-# NOTIFY at the commit whatever the thread does; the rest delays only the
-# queueing of a new job, which its start-up outlasts.
-_REST_SECONDS = 0.1
+# answered by one wake-up at the end of the rest. Each wake-up costs the
+# process's request threads about a millisecond of CPU (they hand the
+# interpreter's lock to the waker and back), and one that follows another
+# within a job's start-up (a fork of the stock worker, about 0.4 s) finds a
+# job waiting or listening: a lingering job is woken by NOTIFY at the commit
+# whatever the thread does. So the rest delays only the queueing of a new
+# job (a second one for a burst, or one after a lingering job ended), by at
+# most a start-up. A burst of saves (a harvest, a bulk edit) costs Redis
+# about three calls a second per process.
+_REST_SECONDS = 0.4
 
 
 class _Waker:
