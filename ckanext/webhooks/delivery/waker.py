@@ -42,9 +42,10 @@ log = logging.getLogger(__name__)
 _EXIT_WAIT_SECONDS = 2.0
 
 # The thread rests this long after each wake-up; asks made meanwhile are
-# answered by one wake-up at the end of the rest. Each wake-up costs the
-# process's request threads about a millisecond of CPU (they hand the
-# interpreter's lock to the waker and back), and one that follows another
+# answered by one wake-up at the end of the rest. Each wake-up cost the
+# process's request threads about a millisecond of CPU on a 2-CPU machine
+# (they hand the interpreter's lock to the waker and back; see
+# docs/performance.rst, the eighth pass), and one that follows another
 # within a job's start-up (a fork of the stock worker, about 0.4 s) finds a
 # job waiting or listening: a lingering job is woken by NOTIFY at the commit
 # whatever the thread does. So the rest delays only the queueing of a new
